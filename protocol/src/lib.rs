@@ -1,0 +1,22 @@
+//! Meridian's wire protocol: the messages of the game WebSocket, their two
+//! encodings (bincode in binary frames, JSON in text frames), the limits enforced
+//! on decode and the stable error codes.
+//!
+//! Architecture Invariant: this crate knows nothing of tokio, sqlx or Redis; it is
+//! pure data and codecs, usable from any client.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod limits;
+pub mod message;
+
+pub use codec::{Encoding, WireState};
+pub use error::{DecodeError, ErrorCode};
+pub use message::{
+    AreaKind, ClientMessage, CorrectionReason, EntityInfo, EntityState, KickReason, LonLat,
+    ServerMessage, Transition, Update,
+};
+
+/// The protocol version carried in the subprotocol names.
+pub const PROTOCOL_VERSION: u32 = 1;

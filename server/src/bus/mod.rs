@@ -1,0 +1,45 @@
+//! Shard sync: the `Bus` trait through which shards share control events (and,
+//! with the Redis implementation, players' states), and the in-process
+//! implementation used by the embedded single-shard mode.
+
+pub mod local;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use local::LocalBus;
+
+/// An event every shard must apply, this one included. Control events must not
+/// be lost: the Redis implementation carries them on a stream that each shard
+/// reads from its last id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlEvent {
+    /// A session was revoked (logout): every shard drops its socket.
+    SessionRevoked {
+        /// The revoked session.
+        session_id: Uuid,
+    },
+    /// An operator kicked a player.
+    Kick {
+        /// The account.
+        user_id: Uuid,
+    },
+    /// A world's areas changed in the store: reload them.
+    AreasChanged {
+        /// The world.
+        world_id: Uuid,
+    },
+}
+
+/// The shards' shared channel. Calls never block: they hand work to a
+/// background task, so the tick and request handlers may call them freely.
+pub trait Bus: Send + Sync + 'static {
+    /// Deliver a control event to every shard, this one included.
+    fn send_control(&self, event: ControlEvent);
+
+    /// Subscribe to control events from every shard, in the order they were sent.
+    /// A subscriber that falls far behind sees `RecvError::Lagged` and should
+    /// resynchronise from the store.
+    fn subscribe_control(&self) -> broadcast::Receiver<ControlEvent>;
+}

@@ -1,0 +1,331 @@
+//! The shard's configuration: one validated struct, built from defaults, then an
+//! optional TOML file, then environment variables, then command-line flags (each
+//! later source wins), and passed explicitly to everything that needs it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The `meridian serve` flags. Every flag is also an environment variable and a
+/// key of the optional TOML file (lower-case, e.g. `tick_hz = 20`).
+///
+/// Fields are `Option`s so that "not given" can fall back to the TOML file and
+/// then to the default; the defaults live in `Config::default()` and are quoted in
+/// each flag's help.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (flags and environment win over it).
+    #[arg(long, env = "MERIDIAN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Game port: WebSocket `/ws` and the account API `/api/*` [default: 127.0.0.1:7000].
+    #[arg(long, env = "GAME_ADDR")]
+    pub game_addr: Option<SocketAddr>,
+    /// Ops port: `/healthz`, `/readyz` [default: 127.0.0.1:9100]. Keep it private.
+    #[arg(long, env = "OPS_ADDR")]
+    pub ops_addr: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database and the development JWT secret [default: ./data].
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This shard's name, shown to clients in `Welcome` [default: shard-1].
+    #[arg(long, env = "SHARD_ID")]
+    pub shard_id: Option<String>,
+    /// World ticks per second, 1..=60 [default: 20].
+    #[arg(long, env = "TICK_HZ")]
+    pub tick_hz: Option<u8>,
+    /// How often dirty positions are written to the store, in ms [default: 1000].
+    #[arg(long, env = "FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Area-of-interest radius in metres: players see others within it [default: 150].
+    #[arg(long, env = "AOI_RADIUS_M")]
+    pub aoi_radius_m: Option<f64>,
+    /// Most entities a player sees at once, nearest first [default: 64].
+    #[arg(long, env = "AOI_MAX")]
+    pub aoi_max: Option<usize>,
+    /// Speed limit in m/s for worlds that do not set their own [default: 10].
+    #[arg(long, env = "MAX_SPEED_MPS")]
+    pub max_speed_mps: Option<f64>,
+    /// HMAC secret for access tokens (at least 32 bytes). Without it a development
+    /// secret is generated and kept in DATA_DIR, with a warning.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// How long a dropped client may resume its session, in ms [default: 20000].
+    #[arg(long, env = "RESUME_GRACE_MS")]
+    pub resume_grace_ms: Option<u64>,
+    /// Close sockets that send nothing for this long, in ms [default: 30000].
+    #[arg(long, env = "IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Messages per second a connection may send (burst: twice that) [default: 30].
+    #[arg(long, env = "CLIENT_MSG_RATE")]
+    pub client_msg_rate: Option<u32>,
+    /// Login/register/guest attempts per minute per client address [default: 20].
+    #[arg(long, env = "LOGIN_RATE_PER_MIN")]
+    pub login_rate_per_min: Option<u32>,
+    /// Access-token lifetime in seconds [default: 900].
+    #[arg(long, env = "TOKEN_TTL_S")]
+    pub token_ttl_s: Option<u64>,
+    /// Log format [default: pretty].
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The validated configuration of one shard.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Game port address (WebSocket and account API).
+    pub game_addr: SocketAddr,
+    /// Ops port address (health and readiness).
+    pub ops_addr: SocketAddr,
+    /// Where the embedded database and development secret live.
+    pub data_dir: PathBuf,
+    /// This shard's name.
+    pub shard_id: String,
+    /// Ticks per second.
+    pub tick_hz: u8,
+    /// Interval between position flushes.
+    pub flush_interval: Duration,
+    /// Area-of-interest radius in metres.
+    pub aoi_radius_m: f64,
+    /// Most entities one player sees.
+    pub aoi_max: usize,
+    /// Default speed limit in m/s.
+    pub max_speed_mps: f64,
+    /// The JWT secret, if configured; `None` means "generate a development one".
+    pub jwt_secret: Option<String>,
+    /// Grace period for resuming a dropped session.
+    pub resume_grace: Duration,
+    /// Idle timeout for sockets.
+    pub idle_timeout: Duration,
+    /// Messages per second per connection.
+    pub client_msg_rate: u32,
+    /// Account API attempts per minute per address.
+    pub login_rate_per_min: u32,
+    /// Access-token lifetime.
+    pub token_ttl: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            game_addr: ([127, 0, 0, 1], 7000).into(),
+            ops_addr: ([127, 0, 0, 1], 9100).into(),
+            data_dir: PathBuf::from("./data"),
+            shard_id: "shard-1".into(),
+            tick_hz: 20,
+            flush_interval: Duration::from_millis(1000),
+            aoi_radius_m: 150.0,
+            aoi_max: 64,
+            max_speed_mps: 10.0,
+            jwt_secret: None,
+            resume_grace: Duration::from_millis(20_000),
+            idle_timeout: Duration::from_millis(30_000),
+            client_msg_rate: 30,
+            login_rate_per_min: 20,
+            token_ttl: Duration::from_secs(900),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServeArgs {
+    /// Layer these arguments over the TOML file (if any) and the defaults, and
+    /// validate the result.
+    ///
+    /// # Errors
+    /// `ConfigError` if the file cannot be read or parsed, or a value is out of range.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ServeArgs::default(),
+        };
+        let d = Config::default();
+        // Flags and environment (`self`) win over the file, which wins over defaults.
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.clone().or(file.$field.clone())
+            };
+        }
+        let config = Config {
+            game_addr: pick!(game_addr).unwrap_or(d.game_addr),
+            ops_addr: pick!(ops_addr).unwrap_or(d.ops_addr),
+            data_dir: pick!(data_dir).unwrap_or(d.data_dir),
+            shard_id: pick!(shard_id).unwrap_or(d.shard_id),
+            tick_hz: pick!(tick_hz).unwrap_or(d.tick_hz),
+            flush_interval: pick!(flush_interval_ms)
+                .map_or(d.flush_interval, Duration::from_millis),
+            aoi_radius_m: pick!(aoi_radius_m).unwrap_or(d.aoi_radius_m),
+            aoi_max: pick!(aoi_max).unwrap_or(d.aoi_max),
+            max_speed_mps: pick!(max_speed_mps).unwrap_or(d.max_speed_mps),
+            jwt_secret: pick!(jwt_secret),
+            resume_grace: pick!(resume_grace_ms).map_or(d.resume_grace, Duration::from_millis),
+            idle_timeout: pick!(idle_timeout_ms).map_or(d.idle_timeout, Duration::from_millis),
+            client_msg_rate: pick!(client_msg_rate).unwrap_or(d.client_msg_rate),
+            login_rate_per_min: pick!(login_rate_per_min).unwrap_or(d.login_rate_per_min),
+            token_ttl: pick!(token_ttl_s).map_or(d.token_ttl, Duration::from_secs),
+            log_format: pick!(log_format).unwrap_or(d.log_format),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+impl Config {
+    /// Check ranges that the types do not express.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(name: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                name,
+                reason: reason.into(),
+            })
+        }
+        if !(1..=60).contains(&self.tick_hz) {
+            return invalid("TICK_HZ", "must be in 1..=60");
+        }
+        if self.flush_interval < Duration::from_millis(10) {
+            return invalid("FLUSH_INTERVAL_MS", "must be at least 10");
+        }
+        if !(self.aoi_radius_m.is_finite()
+            && self.aoi_radius_m >= 1.0
+            && self.aoi_radius_m <= 10_000.0)
+        {
+            return invalid("AOI_RADIUS_M", "must be between 1 and 10000 metres");
+        }
+        if !(1..=1024).contains(&self.aoi_max) {
+            return invalid("AOI_MAX", "must be in 1..=1024");
+        }
+        if !(self.max_speed_mps.is_finite() && self.max_speed_mps > 0.0) {
+            return invalid("MAX_SPEED_MPS", "must be a positive number");
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 32 {
+                return invalid("JWT_SECRET", "must be at least 32 bytes");
+            }
+        }
+        if self.client_msg_rate == 0 {
+            return invalid("CLIENT_MSG_RATE", "must be positive");
+        }
+        if self.login_rate_per_min == 0 {
+            return invalid("LOGIN_RATE_PER_MIN", "must be positive");
+        }
+        if self.shard_id.is_empty() || self.shard_id.len() > 64 {
+            return invalid("SHARD_ID", "must be 1 to 64 characters");
+        }
+        Ok(())
+    }
+
+    /// The tick period.
+    #[must_use]
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.tick_hz))
+    }
+
+    /// A configuration for tests: ephemeral ports on loopback, everything else default.
+    #[must_use]
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            game_addr: ([127, 0, 0, 1], 0).into(),
+            ops_addr: ([127, 0, 0, 1], 0).into(),
+            data_dir,
+            jwt_secret: Some("test-secret-test-secret-test-secret-0123".into()),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meridian.toml");
+        std::fs::write(&path, "tick_hz = 10\naoi_max = 32\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            tick_hz: Some(30),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.tick_hz, 30);
+        assert_eq!(config.aoi_max, 32);
+        assert_eq!(config.aoi_radius_m, 150.0);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let args = ServeArgs {
+            tick_hz: Some(0),
+            ..ServeArgs::default()
+        };
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("TICK_HZ"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(args.into_config(), Err(ConfigError::Parse { .. })));
+    }
+}

@@ -1,0 +1,11 @@
+//! The demo world seeded on first start. PLACEHOLDER: being written.
+
+use crate::store::{Store, StoreError};
+
+/// Seed the demo world (bounds, areas of every kind, flags) if the store has no world.
+///
+/// # Errors
+/// `StoreError` if the store fails.
+pub async fn seed_if_empty(_store: &dyn Store) -> Result<(), StoreError> {
+    Ok(())
+}

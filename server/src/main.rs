@@ -1,0 +1,71 @@
+//! The `meridian` binary: parse the command line, set up logging, and hand over
+//! to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meridian_server::config::LogFormat;
+use meridian_server::ServeArgs;
+use tracing_subscriber::EnvFilter;
+
+/// Meridian: a real-time geospatial MMO game server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a shard. With no settings: embedded SQLite under ./data, one shard,
+    /// game port 127.0.0.1:7000, ops port 127.0.0.1:9100. Log filter: RUST_LOG.
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_config().context("invalid configuration")?;
+            init_tracing(config.log_format);
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(async {
+                meridian_server::run(config, shutdown_signal())
+                    .await
+                    .context("server failed")
+            })
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,1 @@
+//! The WebSocket gateway (being written).

@@ -1,0 +1,1 @@
+//! The ops port (being written).

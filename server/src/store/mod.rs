@@ -1,0 +1,349 @@
+//! Persistence: the `Store` trait that the shard loads from and saves to, its
+//! records, and the write-behind position flusher.
+//!
+//! All game-time spatial logic lives in Rust (the `world` module), so the store
+//! only loads and saves: the embedded SQLite implementation and the PostGIS one
+//! answer the same calls and pass the same contract tests.
+
+pub mod flusher;
+pub mod pending;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use meridian_protocol::{AreaKind, LonLat};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use flusher::Flusher;
+pub use pending::PendingPositions;
+pub use sqlite::SqliteStore;
+
+/// Why a store call failed. Callers map these to client-facing errors; the text
+/// of database errors is logged, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (e.g. a username).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or refused the operation; retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be interpreted (a bug or a hand-edited row).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Migrations failed or the schema is from a newer version.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// A player's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Plays the game.
+    Player,
+    /// Operates the game (admin API, dashboard).
+    Admin,
+}
+
+impl Role {
+    /// The stable name stored in `roles.name`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Player => "player",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// UUIDv7 key.
+    pub id: Uuid,
+    /// Unique login name (guests get a generated one).
+    pub username: String,
+    /// Argon2id PHC string; `None` for a guest account.
+    pub password_hash: Option<String>,
+    /// SHA-256 (hex) of a guest account's device secret; `None` for named accounts.
+    pub device_hash: Option<String>,
+    /// Roles held.
+    pub roles: Vec<Role>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A login session: what an access token names, revocable by logout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// UUIDv7 key, the `sid` claim of access tokens.
+    pub id: Uuid,
+    /// The account.
+    pub user_id: Uuid,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds after which the session is dead.
+    pub expires_at_ms: i64,
+    /// Set by logout.
+    pub revoked: bool,
+}
+
+/// How a world judges movement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementMode {
+    /// Keyboard/joystick input: the speed limit is strict.
+    Input,
+    /// Real GPS fixes: reported accuracy widens the tolerance and speed alone never kicks.
+    Gps,
+}
+
+impl MovementMode {
+    /// The stable name stored in `worlds.movement_mode`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Gps => "gps",
+        }
+    }
+}
+
+/// A rectangle of longitude/latitude, inclusive. `min_lon > max_lon` means the
+/// box crosses the antimeridian.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// West edge.
+    pub min_lon: f64,
+    /// South edge.
+    pub min_lat: f64,
+    /// East edge.
+    pub max_lon: f64,
+    /// North edge.
+    pub max_lat: f64,
+}
+
+impl Bounds {
+    /// The whole Earth.
+    pub const WORLD: Bounds = Bounds {
+        min_lon: -180.0,
+        min_lat: -90.0,
+        max_lon: 180.0,
+        max_lat: 90.0,
+    };
+
+    /// Whether a (normalized) point lies inside.
+    #[must_use]
+    pub fn contains(&self, p: LonLat) -> bool {
+        let lat_ok = p.lat >= self.min_lat && p.lat <= self.max_lat;
+        let lon_ok = if self.min_lon <= self.max_lon {
+            p.lon >= self.min_lon && p.lon <= self.max_lon
+        } else {
+            p.lon >= self.min_lon || p.lon <= self.max_lon
+        };
+        lat_ok && lon_ok
+    }
+}
+
+/// A world: the map a set of players share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldDef {
+    /// UUIDv7 key.
+    pub id: Uuid,
+    /// Unique name clients join by (`Hello::world`).
+    pub name: String,
+    /// Players must stay inside.
+    pub bounds: Bounds,
+    /// Where the map is centred, and where players spawn if it has no spawn area.
+    pub center: LonLat,
+    /// How movement is judged.
+    pub movement_mode: MovementMode,
+    /// Speed limit in m/s; the shard's `MAX_SPEED_MPS` when `None`.
+    pub max_speed_mps: Option<f64>,
+}
+
+/// A polygon area of a world.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Area {
+    /// UUIDv7 key.
+    pub id: Uuid,
+    /// The world it belongs to.
+    pub world_id: Uuid,
+    /// Display name, sent in `AreaEvent`.
+    pub name: String,
+    /// What it does.
+    pub kind: AreaKind,
+    /// Its shape, SRID 4326 lon/lat.
+    pub geometry: geo::MultiPolygon<f64>,
+    /// Kind-specific settings, e.g. `{"max_speed_mps": 2.0}` for `speed_limit`.
+    pub properties: serde_json::Value,
+}
+
+/// A placed object of a world (flags and others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldObject {
+    /// UUIDv7 key.
+    pub id: Uuid,
+    /// The world it belongs to.
+    pub world_id: Uuid,
+    /// Its type, e.g. `flag`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// Where it stands.
+    pub position: LonLat,
+    /// Type-specific settings, e.g. `{"capture_radius_m": 20}`.
+    pub properties: serde_json::Value,
+}
+
+/// A player's last known position in a world, ordered by `(epoch, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredPosition {
+    /// The account.
+    pub user_id: Uuid,
+    /// The world.
+    pub world_id: Uuid,
+    /// Where.
+    pub position: LonLat,
+    /// Facing, degrees clockwise from north.
+    pub heading: f32,
+    /// The fencing number taken at login; a newer epoch always wins.
+    pub epoch: u64,
+    /// Increases with every accepted move within an epoch.
+    pub seq: u64,
+    /// Unix milliseconds when the shard accepted it.
+    pub updated_at_ms: i64,
+}
+
+/// The shard's persistence. Implementations are cheap to clone behind an `Arc`
+/// and safe to call from many tasks; none of it is ever called from the tick.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply pending migrations.
+    ///
+    /// # Errors
+    /// `StoreError::Migration` if a migration fails or was modified after it ran.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Check the database answers (for readiness).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` if it does not.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Create an account with the `player` role (plus any in `user.roles`).
+    ///
+    /// # Errors
+    /// `StoreError::Conflict` if the username or device is taken.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+
+    /// Find an account by username.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
+
+    /// Find a guest account by the hash of its device secret.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn user_by_device(&self, device_hash: &str) -> Result<Option<User>, StoreError>;
+
+    /// Find an account by id.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    /// Record a new session.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// Find a session by id.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+
+    /// Revoke a session; returns whether it existed and was live.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Atomically take the next fencing epoch for an account (1, 2, 3, ...).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn next_epoch(&self, user_id: Uuid) -> Result<u64, StoreError>;
+
+    /// Every world.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn worlds(&self) -> Result<Vec<WorldDef>, StoreError>;
+
+    /// Create or replace a world (by id).
+    ///
+    /// # Errors
+    /// `StoreError::Conflict` if another world has the name.
+    async fn put_world(&self, world: &WorldDef) -> Result<(), StoreError>;
+
+    /// Every area of a world.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn areas(&self, world_id: Uuid) -> Result<Vec<Area>, StoreError>;
+
+    /// Create or replace an area (by id).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn put_area(&self, area: &Area) -> Result<(), StoreError>;
+
+    /// Delete an area; returns whether it existed.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn delete_area(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Every placed object of a world.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn world_objects(&self, world_id: Uuid) -> Result<Vec<WorldObject>, StoreError>;
+
+    /// Create or replace a placed object (by id).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError>;
+
+    /// A player's last stored position in a world.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn position(
+        &self,
+        user_id: Uuid,
+        world_id: Uuid,
+    ) -> Result<Option<StoredPosition>, StoreError>;
+
+    /// Write a batch of positions in one statement, each applied only if its
+    /// `(epoch, seq)` is newer than the stored one. Returns how many rows changed.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure; nothing was written then.
+    async fn save_positions(&self, batch: &[StoredPosition]) -> Result<u64, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
