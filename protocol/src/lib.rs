@@ -6,6 +6,7 @@
 //! pure data and codecs, usable from any client.
 #![deny(missing_docs)]
 
+pub mod close;
 pub mod codec;
 pub mod error;
 pub mod limits;

@@ -306,3 +306,20 @@ pub enum KickReason {
     /// An operator kicked the player.
     Admin,
 }
+
+impl KickReason {
+    /// Stable snake_case name, as in JSON.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoggedInElsewhere => "logged_in_elsewhere",
+            Self::SessionRevoked => "session_revoked",
+            Self::Shutdown => "shutdown",
+            Self::TooManyCorrections => "too_many_corrections",
+            Self::ProtocolAbuse => "protocol_abuse",
+            Self::TooSlow => "too_slow",
+            Self::Idle => "idle",
+            Self::Admin => "admin",
+        }
+    }
+}

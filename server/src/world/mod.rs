@@ -1,1 +1,23 @@
-//! The world and its tick loop (being written).
+//! The shard's in-memory world and its tick loop.
+//!
+//! Architecture Invariant: nothing in this module does I/O or awaits anything
+//! but its own command channel and timer. The tick task owns the `World`;
+//! everything else talks to it through `Command`s and reads the `Snapshot` it
+//! publishes.
+
+pub mod areas;
+pub mod command;
+pub mod geodesy;
+pub mod grid;
+pub mod interest;
+pub mod link;
+pub mod movement;
+mod player;
+pub mod snapshot;
+mod spawn;
+mod tick;
+
+pub use command::{Command, Input, JoinError, JoinRequest, Joined};
+pub use link::{Closer, ConnLink, Outgoing};
+pub use snapshot::Snapshot;
+pub use tick::{Settings, World, WorldHandle};

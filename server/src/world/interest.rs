@@ -1,0 +1,303 @@
+//! Interest management: which entities one client sees, and what changed since
+//! it was last told.
+//!
+//! Each connection owns an `Interest`: the entities its client knows and the
+//! version of each it was last sent. Diffing that against the newest snapshot
+//! gives entered/moved/left. Because the diff is against *current* state, a
+//! client that could not keep up skips straight to fresh state instead of
+//! replaying a backlog, and the memory per connection is bounded by `AOI_MAX`.
+
+use std::collections::HashMap;
+
+use super::geodesy::EARTH_RADIUS_M;
+use super::snapshot::{Snapshot, SLOT_MASK};
+
+/// How far a client sees.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// Entities closer than this come into view, in metres.
+    pub radius_m: f64,
+    /// Entities in view leave only beyond this (hysteresis), in metres.
+    pub leave_radius_m: f64,
+    /// At most this many entities are in view, nearest first.
+    pub max: usize,
+}
+
+impl View {
+    /// The leave radius as a multiple of the enter radius.
+    pub const HYSTERESIS: f64 = 1.2;
+
+    /// A view of `radius_m` with the standard hysteresis.
+    #[must_use]
+    pub fn new(radius_m: f64, max: usize) -> Self {
+        Self {
+            radius_m,
+            leave_radius_m: radius_m * Self::HYSTERESIS,
+            max,
+        }
+    }
+}
+
+/// What to tell a client: slots for `entered`/`moved` (read their state from the
+/// snapshot) and entity ids for `left`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Slots of entities that came into view.
+    pub entered: Vec<u32>,
+    /// Slots of entities in view whose state changed.
+    pub moved: Vec<u32>,
+    /// Ids of entities that left view.
+    pub left: Vec<u32>,
+}
+
+impl Delta {
+    /// Whether there is nothing to tell.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entered.is_empty() && self.moved.is_empty() && self.left.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.entered.clear();
+        self.moved.clear();
+        self.left.clear();
+    }
+}
+
+/// What one client knows.
+#[derive(Debug, Default)]
+pub struct Interest {
+    /// Entity id → the `changed_tick` of the state it was last sent.
+    known: HashMap<u32, u64>,
+    /// Reused buffer of (chord distance, slot) candidates.
+    candidates: Vec<(f64, u32)>,
+}
+
+/// Straight-line distance through the Earth equal to an arc of `arc_m` on its
+/// surface. Comparing chords is the same as comparing great-circle distances
+/// (one is a monotonic function of the other) and needs no trigonometry per pair.
+fn chord_for_arc(arc_m: f64) -> f64 {
+    2.0 * EARTH_RADIUS_M * (arc_m / (2.0 * EARTH_RADIUS_M)).sin()
+}
+
+fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
+}
+
+impl Interest {
+    /// Forget everything, so the next diff sends a full view (after a resume).
+    pub fn reset(&mut self) {
+        self.known.clear();
+    }
+
+    /// How many entities the client knows.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether the client knows no entity.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Compute what the client of entity `me` should be told now, record that it
+    /// was told, and write it into `out`. If `me` is gone from the snapshot,
+    /// everything known leaves.
+    pub fn diff(&mut self, snapshot: &Snapshot, me: u32, view: &View, out: &mut Delta) {
+        out.clear();
+        self.candidates.clear();
+        if let Some(own) = snapshot.entity(me) {
+            let enter2 = chord_for_arc(view.radius_m).powi(2);
+            let leave2 = chord_for_arc(view.leave_radius_m).powi(2);
+            let own_slot = me & SLOT_MASK;
+            let known = &self.known;
+            let candidates = &mut self.candidates;
+            snapshot.grid.for_each_near(own.ecef, |slot| {
+                if slot == own_slot {
+                    return;
+                }
+                let Some(entity) = snapshot.slots[slot as usize].as_ref() else {
+                    return;
+                };
+                let d2 = chord2(own.ecef, entity.ecef);
+                if d2 <= enter2 || (d2 <= leave2 && known.contains_key(&entity.state.id)) {
+                    candidates.push((d2, slot));
+                }
+            });
+            if self.candidates.len() > view.max {
+                self.candidates
+                    .select_nth_unstable_by(view.max, |a, b| a.0.total_cmp(&b.0));
+                self.candidates.truncate(view.max);
+            }
+        }
+        // Entries seen in this pass are marked by flipping to the negated tick
+        // (ticks are never u64::MAX), so leavers can be found in one sweep.
+        for &(_, slot) in &self.candidates {
+            let entity = snapshot.slots[slot as usize]
+                .as_ref()
+                .expect("candidate slots are occupied");
+            match self.known.get_mut(&entity.state.id) {
+                Some(sent) => {
+                    if entity.changed_tick > *sent {
+                        out.moved.push(slot);
+                    }
+                    *sent = !entity.changed_tick;
+                }
+                None => {
+                    out.entered.push(slot);
+                    self.known.insert(entity.state.id, !entity.changed_tick);
+                }
+            }
+        }
+        let left = &mut out.left;
+        self.known.retain(|&id, sent| {
+            if *sent > u64::MAX / 2 {
+                *sent = !*sent;
+                true
+            } else {
+                left.push(id);
+                false
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::geodesy::to_ecef;
+    use crate::world::grid::Grid;
+    use crate::world::snapshot::EntitySnap;
+    use meridian_protocol::{EntityState, LonLat, WireState};
+    use uuid::Uuid;
+
+    /// Metres → degrees of longitude at the equator.
+    fn deg(m: f64) -> f64 {
+        m / 111_195.0
+    }
+
+    fn snapshot(tick: u64, points: &[(u32, f64, u64)]) -> Snapshot {
+        let mut slots = vec![None; 16];
+        for &(id, east_m, changed_tick) in points {
+            let pos = LonLat {
+                lon: deg(east_m),
+                lat: 0.0,
+            };
+            let state = EntityState::quantize(id, pos, 0.0, 0.0);
+            slots[(id & SLOT_MASK) as usize] = Some(EntitySnap {
+                player_id: Uuid::from_u128(u128::from(id)),
+                name: "p".into(),
+                ecef: to_ecef(pos),
+                state,
+                wire: WireState::encode(&state),
+                changed_tick,
+                ack_seq: 0,
+            });
+        }
+        let grid = Grid::build(
+            180.0,
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|e| (i as u32, e.ecef))),
+        );
+        Snapshot {
+            tick,
+            slots,
+            grid,
+            ..Snapshot::default()
+        }
+    }
+
+    fn ids(snap: &Snapshot, slots: &[u32]) -> Vec<u32> {
+        let mut v: Vec<u32> = slots
+            .iter()
+            .map(|s| snap.slots[*s as usize].as_ref().unwrap().state.id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn entities_enter_within_the_radius_and_leave_past_the_hysteresis() {
+        let view = View::new(150.0, 64);
+        let mut interest = Interest::default();
+        let mut delta = Delta::default();
+        // Me at 0 m; 1 at 100 m (in); 2 at 160 m (out); 3 at 1 km (out).
+        let s1 = snapshot(
+            1,
+            &[(0, 0.0, 1), (1, 100.0, 1), (2, 160.0, 1), (3, 1000.0, 1)],
+        );
+        interest.diff(&s1, 0, &view, &mut delta);
+        assert_eq!(ids(&s1, &delta.entered), vec![1]);
+        assert!(delta.moved.is_empty() && delta.left.is_empty());
+        // Nothing changed: nothing to say.
+        interest.diff(&s1, 0, &view, &mut delta);
+        assert!(delta.is_empty());
+        // 1 walks to 170 m: inside the hysteresis band, it stays and is "moved".
+        let s2 = snapshot(2, &[(0, 0.0, 1), (1, 170.0, 2), (2, 160.0, 1)]);
+        interest.diff(&s2, 0, &view, &mut delta);
+        assert_eq!(ids(&s2, &delta.moved), vec![1]);
+        assert!(delta.entered.is_empty() && delta.left.is_empty());
+        // 1 walks to 190 m: past 180 m it leaves. 2 walks to 140 m: it enters.
+        let s3 = snapshot(3, &[(0, 0.0, 1), (1, 190.0, 3), (2, 140.0, 3)]);
+        interest.diff(&s3, 0, &view, &mut delta);
+        assert_eq!(delta.left, vec![1]);
+        assert_eq!(ids(&s3, &delta.entered), vec![2]);
+        assert_eq!(interest.len(), 1);
+    }
+
+    #[test]
+    fn only_the_nearest_aoi_max_are_seen() {
+        let view = View::new(150.0, 2);
+        let mut interest = Interest::default();
+        let mut delta = Delta::default();
+        let s = snapshot(
+            1,
+            &[
+                (0, 0.0, 1),
+                (1, 50.0, 1),
+                (2, 10.0, 1),
+                (3, 100.0, 1),
+                (4, 20.0, 1),
+            ],
+        );
+        interest.diff(&s, 0, &view, &mut delta);
+        assert_eq!(ids(&s, &delta.entered), vec![2, 4]);
+    }
+
+    #[test]
+    fn a_reused_slot_is_a_different_entity() {
+        let view = View::new(150.0, 64);
+        let mut interest = Interest::default();
+        let mut delta = Delta::default();
+        let s1 = snapshot(1, &[(0, 0.0, 1), (5, 10.0, 1)]);
+        interest.diff(&s1, 0, &view, &mut delta);
+        // Slot 5 now holds entity (1 << 20) | 5, unchanged since tick 1.
+        let reused = (1 << SLOT_BITS_FOR_TEST) | 5;
+        let s2 = snapshot(2, &[(0, 0.0, 1), (reused, 10.0, 1)]);
+        interest.diff(&s2, 0, &view, &mut delta);
+        assert_eq!(delta.left, vec![5]);
+        assert_eq!(ids(&s2, &delta.entered), vec![reused]);
+    }
+
+    const SLOT_BITS_FOR_TEST: u32 = crate::world::snapshot::SLOT_BITS;
+
+    #[test]
+    fn when_i_am_gone_everything_leaves() {
+        let view = View::new(150.0, 64);
+        let mut interest = Interest::default();
+        let mut delta = Delta::default();
+        interest.diff(
+            &snapshot(1, &[(0, 0.0, 1), (1, 10.0, 1)]),
+            0,
+            &view,
+            &mut delta,
+        );
+        interest.diff(&snapshot(2, &[(1, 10.0, 1)]), 0, &view, &mut delta);
+        assert_eq!(delta.left, vec![1]);
+        assert!(interest.is_empty());
+    }
+}

@@ -1,0 +1,759 @@
+//! The `World` and its tick: the one task that owns a world's players, applies
+//! their inputs in order and publishes what changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_protocol::{
+    close, AreaKind, CorrectionReason, EntityState, KickReason, ServerMessage, Transition,
+    WireState,
+};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::areas::AreaIndex;
+use super::command::{Command, Input, JoinError, JoinRequest, Joined};
+use super::geodesy::{distance_m, to_ecef};
+use super::grid::Grid;
+use super::interest::View;
+use super::link::ConnLink;
+use super::movement::{self, Budget, Proposal, Rules};
+use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
+use super::snapshot::{EntitySnap, Snapshot, TickTimings, SLOT_BITS, SLOT_MASK};
+use super::spawn;
+use crate::bus::ControlEvent;
+use crate::store::{now_ms, Area, PendingPositions, StoredPosition, WorldDef};
+
+/// Commands queued for the tick before senders are refused (`ServerBusy`).
+pub const COMMAND_CAPACITY: usize = 65_536;
+
+/// After this long without moving, a player's speed reads zero.
+const STOPPED_AFTER: Duration = Duration::from_millis(300);
+
+/// How long clients are asked to wait before reconnecting after a shutdown.
+const SHUTDOWN_RETRY_MS: u32 = 5_000;
+
+/// The shard settings a world needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shard name, sent in `Welcome`.
+    pub shard_id: String,
+    /// Ticks per second.
+    pub tick_hz: u8,
+    /// Area-of-interest radius and size.
+    pub view: View,
+    /// Speed limit for worlds that set none.
+    pub default_speed_mps: f64,
+    /// How long a dropped player stays, resumable.
+    pub resume_grace: Duration,
+}
+
+impl Settings {
+    /// The world settings of a shard configuration.
+    #[must_use]
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            shard_id: config.shard_id.clone(),
+            tick_hz: config.tick_hz,
+            view: View::new(config.aoi_radius_m, config.aoi_max),
+            default_speed_mps: config.max_speed_mps,
+            resume_grace: config.resume_grace,
+        }
+    }
+
+    fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.tick_hz))
+    }
+}
+
+/// How the rest of the shard reaches a running world.
+#[derive(Debug, Clone)]
+pub struct WorldHandle {
+    /// The world's id.
+    pub id: Uuid,
+    /// The world's name.
+    pub name: String,
+    /// Requests to the tick.
+    pub commands: mpsc::Sender<Command>,
+    /// The newest snapshot.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// One world: its map, its players and its tick.
+pub struct World {
+    def: WorldDef,
+    rules: Rules,
+    areas: AreaIndex,
+    settings: Settings,
+    /// Players by slot.
+    slots: Vec<Option<Player>>,
+    /// Reuse count per slot, the high bits of entity ids.
+    generations: Vec<u32>,
+    /// Free slots, reused last-in first-out.
+    free: Vec<u32>,
+    /// Slot of each account in the world.
+    by_user: HashMap<Uuid, u32>,
+    /// Slot of each live resume token.
+    by_resume: HashMap<String, u32>,
+    tick: u64,
+    overruns: u64,
+    timings: TickTimings,
+    pending: Arc<PendingPositions>,
+    publisher: watch::Sender<Arc<Snapshot>>,
+    rng: SmallRng,
+}
+
+impl World {
+    /// A world with no players.
+    #[must_use]
+    pub fn new(
+        def: WorldDef,
+        areas: &[Area],
+        settings: Settings,
+        pending: Arc<PendingPositions>,
+    ) -> Self {
+        let rules = Rules {
+            speed_mps: def.max_speed_mps.unwrap_or(settings.default_speed_mps),
+            mode: def.movement_mode,
+            bounds: def.bounds,
+        };
+        Self {
+            rules,
+            areas: AreaIndex::new(areas),
+            def,
+            settings,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_user: HashMap::new(),
+            by_resume: HashMap::new(),
+            tick: 0,
+            overruns: 0,
+            timings: TickTimings::default(),
+            pending,
+            publisher: watch::channel(Arc::new(Snapshot::default())).0,
+            rng: SmallRng::from_os_rng(),
+        }
+    }
+
+    /// Start the tick task. It runs until `shutdown` is cancelled, then kicks
+    /// every player with `Kicked { reason: Shutdown }` and hands their positions
+    /// to the flusher before returning.
+    #[must_use]
+    pub fn spawn(self, shutdown: CancellationToken) -> (WorldHandle, JoinHandle<()>) {
+        let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let handle = WorldHandle {
+            id: self.def.id,
+            name: self.def.name.clone(),
+            commands,
+            snapshots: self.subscribe(),
+        };
+        (handle, tokio::spawn(self.run(rx, shutdown)))
+    }
+
+    /// A receiver of this world's snapshots.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.publisher.subscribe()
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.settings.tick_period());
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let now = Instant::now();
+            // Only what is queued now: a flood of commands cannot stall the tick forever.
+            let queued = commands.len();
+            let mut drained = Vec::with_capacity(queued);
+            for _ in 0..queued {
+                match commands.try_recv() {
+                    Ok(command) => drained.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.tick(now, drained);
+        }
+        self.shutdown();
+    }
+
+    /// Run one tick at `now` with the commands received since the last one.
+    ///
+    /// Steps, in order, each timed (`TickTimings`):
+    /// 1. commands: joins, resumes, disconnects, control events; inputs queued per player.
+    /// 2. movement: each player's queued moves validated in order (at most
+    ///    `MOVES_PER_TICK`), corrections and area events sent, speed updated.
+    /// 3. sessions: dropped players past the resume grace period removed.
+    /// 4. publish: the snapshot (entities, grid, timings) built and published.
+    /// 5. persist: moved players' positions handed to the flusher.
+    pub fn tick(&mut self, now: Instant, commands: Vec<Command>) {
+        self.tick += 1;
+        let start = Instant::now();
+        for command in commands {
+            self.apply(command, now);
+        }
+        let t1 = Instant::now();
+        self.movement(now);
+        let t2 = Instant::now();
+        self.expire_sessions(now);
+        let t3 = Instant::now();
+        self.publish();
+        let t4 = Instant::now();
+        self.persist();
+        let t5 = Instant::now();
+        let us = |a: Instant, b: Instant| {
+            b.duration_since(a).as_micros().min(u128::from(u32::MAX)) as u32
+        };
+        self.timings = TickTimings {
+            commands_us: us(start, t1),
+            movement_us: us(t1, t2),
+            sessions_us: us(t2, t3),
+            publish_us: us(t3, t4),
+            persist_us: us(t4, t5),
+            total_us: us(start, t5),
+        };
+        if t5.duration_since(start) > self.settings.tick_period() {
+            self.overruns += 1;
+        }
+    }
+
+    fn apply(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Join { request, reply } => {
+                let _ = reply.send(self.join(request, now));
+            }
+            Command::Resume { token, link, reply } => {
+                let _ = reply.send(self.resume(&token, link));
+            }
+            Command::Input {
+                entity,
+                conn_id,
+                input,
+            } => {
+                if let Some(player) = self.player_mut(entity) {
+                    if player.link.as_ref().is_some_and(|l| l.conn_id == conn_id) {
+                        if player.inputs.len() >= MAX_QUEUED_INPUTS {
+                            player.inputs.pop_front();
+                        }
+                        player.inputs.push_back(input);
+                    }
+                }
+            }
+            Command::Disconnected { entity, conn_id } => {
+                if let Some(player) = self.player_mut(entity) {
+                    if player.link.as_ref().is_some_and(|l| l.conn_id == conn_id) {
+                        player.link = None;
+                        player.detached_at = Some(now);
+                        player.inputs.clear();
+                    }
+                }
+            }
+            Command::Control(event) => self.control(event),
+            Command::ReplaceAreas(areas) => self.replace_areas(&areas),
+        }
+    }
+
+    fn join(&mut self, request: JoinRequest, now: Instant) -> Result<Joined, JoinError> {
+        let JoinRequest {
+            user_id,
+            session_id,
+            name,
+            epoch,
+            stored,
+            link,
+        } = request;
+        if let Some(&slot) = self.by_user.get(&user_id) {
+            // The account is already here: the newest login takes the entity
+            // over where it stands, and others never see it leave.
+            let player = self.slots[slot as usize]
+                .as_mut()
+                .expect("indexed slot is occupied");
+            if let Some(old) = player.link.take() {
+                kick(&old, KickReason::LoggedInElsewhere);
+            }
+            player.session_id = session_id;
+            player.epoch = player.epoch.max(epoch);
+            player.last_seq = 0;
+            player.ack_seq = 0;
+            player.awaiting_ack = None;
+            player.inputs.clear();
+            return Ok(self.attach(slot, link));
+        }
+        let position = stored
+            .as_ref()
+            .and_then(|s| spawn::restore(s, &self.def, &self.areas))
+            .unwrap_or_else(|| spawn::spawn_point(&self.def, &self.areas, &mut self.rng));
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < SLOT_MASK as usize => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+            None => return Err(JoinError::Full),
+        };
+        let entity = (self.generations[slot as usize] << SLOT_BITS) | slot;
+        let state = EntityState::quantize(entity, position, 0.0, 0.0);
+        self.slots[slot as usize] = Some(Player {
+            entity,
+            user_id,
+            session_id,
+            name: name.into(),
+            link: None,
+            detached_at: None,
+            resume_token: String::new(),
+            position,
+            ecef: to_ecef(position),
+            heading: 0.0,
+            speed_mps: 0.0,
+            last_motion: now,
+            budget: Budget::full(self.rules.speed_mps, now),
+            inputs: Default::default(),
+            last_seq: 0,
+            ack_seq: 0,
+            awaiting_ack: None,
+            next_correction: 1,
+            strikes: 0,
+            last_strike: None,
+            inside: Vec::new(),
+            area_events: 0,
+            epoch,
+            // Continue the stored sequence within the same epoch (never the
+            // case after a fresh login, which takes a new epoch, but harmless).
+            position_seq: stored.filter(|s| s.epoch == epoch).map_or(0, |s| s.seq),
+            dirty: true,
+            state,
+            wire: WireState::encode(&state),
+            changed_tick: self.tick,
+        });
+        self.by_user.insert(user_id, slot);
+        let joined = self.attach(slot, link);
+        self.update_areas(slot);
+        Ok(joined)
+    }
+
+    fn resume(&mut self, token: &str, link: ConnLink) -> Result<Joined, JoinError> {
+        let slot = self
+            .by_resume
+            .get(token)
+            .copied()
+            .ok_or(JoinError::ResumeFailed)?;
+        let player = self.slots[slot as usize]
+            .as_mut()
+            .expect("indexed slot is occupied");
+        if let Some(old) = player.link.take() {
+            // The old socket is half-dead (the client already moved on).
+            kick(&old, KickReason::LoggedInElsewhere);
+        }
+        player.inputs.clear();
+        Ok(self.attach(slot, link))
+    }
+
+    /// Connect a player to a link: rotate the resume token and queue `Welcome`.
+    fn attach(&mut self, slot: u32, link: ConnLink) -> Joined {
+        let token = resume_token();
+        let player = self.slots[slot as usize]
+            .as_mut()
+            .expect("attach to an occupied slot");
+        self.by_resume.remove(&player.resume_token);
+        self.by_resume.insert(token.clone(), slot);
+        player.resume_token = token.clone();
+        player.detached_at = None;
+        link.send(ServerMessage::Welcome {
+            player_id: player.user_id,
+            entity_id: player.entity,
+            shard_id: self.settings.shard_id.clone(),
+            tick_hz: self.settings.tick_hz,
+            position: player.position,
+            world: self.def.name.clone(),
+            server_time_ms: now_ms() as u64,
+            resume_token: token,
+        });
+        // A client whose last correction was lost with the old socket would
+        // otherwise never be able to move again: resend it.
+        if let Some((id, reason)) = player.awaiting_ack {
+            link.send(ServerMessage::Correction {
+                id,
+                seq: player.last_seq,
+                lon: player.position.lon,
+                lat: player.position.lat,
+                reason,
+            });
+        }
+        player.link = Some(link);
+        Joined {
+            entity: player.entity,
+            user_id: player.user_id,
+            position: player.position,
+        }
+    }
+
+    fn control(&mut self, event: ControlEvent) {
+        match event {
+            ControlEvent::SessionRevoked { session_id } => {
+                let slot = self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .find(|p| p.session_id == session_id)
+                    .map(|p| p.entity & SLOT_MASK);
+                if let Some(slot) = slot {
+                    self.remove(slot, Some(KickReason::SessionRevoked));
+                }
+            }
+            ControlEvent::Kick { user_id } => {
+                if let Some(&slot) = self.by_user.get(&user_id) {
+                    self.remove(slot, Some(KickReason::Admin));
+                }
+            }
+            // The areas themselves arrive as `Command::ReplaceAreas`, loaded
+            // from the store by the shard's control task (the tick does no I/O).
+            ControlEvent::AreasChanged { .. } => {}
+        }
+    }
+
+    fn movement(&mut self, now: Instant) {
+        let tick = self.tick;
+        let mut kicked = Vec::new();
+        let mut moved = Vec::new();
+        for slot in 0..self.slots.len() {
+            let Some(player) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            let before = player.position;
+            let mut processed = 0;
+            while processed < MOVES_PER_TICK {
+                let Some(input) = player.inputs.pop_front() else {
+                    break;
+                };
+                match input {
+                    Input::AckCorrection { id } => {
+                        if player
+                            .awaiting_ack
+                            .is_some_and(|(awaited, _)| awaited == id)
+                        {
+                            player.awaiting_ack = None;
+                        }
+                    }
+                    Input::Move {
+                        seq,
+                        lon,
+                        lat,
+                        heading,
+                        accuracy_m,
+                    } => {
+                        processed += 1;
+                        // Stale or duplicate moves, and moves sent before the
+                        // client saw its correction, are dropped silently.
+                        if seq <= player.last_seq || player.awaiting_ack.is_some() {
+                            continue;
+                        }
+                        player.last_seq = seq;
+                        let proposal = Proposal {
+                            lon,
+                            lat,
+                            accuracy_m,
+                        };
+                        match movement::validate(
+                            player.position,
+                            proposal,
+                            &mut player.budget,
+                            now,
+                            &self.rules,
+                            &self.areas,
+                        ) {
+                            Ok(accepted) => {
+                                player.position = accepted.to;
+                                player.heading = if heading.is_finite() {
+                                    heading.rem_euclid(360.0)
+                                } else {
+                                    0.0
+                                };
+                                player.ack_seq = seq;
+                                player.position_seq += 1;
+                                player.dirty = true;
+                            }
+                            Err(reason) => {
+                                if correct(player, seq, reason, self.rules.mode, now) {
+                                    kicked.push(slot as u32);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if player.position != before {
+                player.ecef = to_ecef(player.position);
+                let elapsed = now
+                    .duration_since(player.last_motion)
+                    .max(self.settings.tick_period());
+                player.speed_mps =
+                    (distance_m(before, player.position) / elapsed.as_secs_f64()) as f32;
+                player.last_motion = now;
+                moved.push(slot as u32);
+            } else if player.speed_mps > 0.0
+                && now.duration_since(player.last_motion) > STOPPED_AFTER
+            {
+                player.speed_mps = 0.0;
+            }
+            let state = EntityState::quantize(
+                player.entity,
+                player.position,
+                player.heading,
+                player.speed_mps,
+            );
+            if state != player.state {
+                player.state = state;
+                player.wire = WireState::encode(&state);
+                player.changed_tick = tick;
+            }
+        }
+        for slot in moved {
+            self.update_areas(slot);
+        }
+        for slot in kicked {
+            self.remove(slot, Some(KickReason::TooManyCorrections));
+        }
+    }
+
+    /// Send `AreaEvent`s for the areas a player entered or left.
+    fn update_areas(&mut self, slot: u32) {
+        let player = self.slots[slot as usize].as_mut().expect("occupied slot");
+        let now_inside: Vec<_> = self
+            .areas
+            .containing(player.position)
+            .filter(|a| a.kind != AreaKind::Blocked)
+            .collect();
+        let left: Vec<Uuid> = player
+            .inside
+            .iter()
+            .filter(|id| !now_inside.iter().any(|a| a.id == **id))
+            .copied()
+            .collect();
+        for id in left {
+            player.inside.retain(|x| *x != id);
+            player.area_events += 1;
+            let (name, kind) = self
+                .areas
+                .of_id(id)
+                .map_or((String::new(), AreaKind::Zone), |a| {
+                    (a.name.clone(), a.kind)
+                });
+            if let Some(link) = &player.link {
+                link.send(ServerMessage::AreaEvent {
+                    n: player.area_events,
+                    area_id: id,
+                    name,
+                    kind,
+                    transition: Transition::Leave,
+                });
+            }
+        }
+        for area in now_inside {
+            if player.inside.contains(&area.id) {
+                continue;
+            }
+            player.inside.push(area.id);
+            player.area_events += 1;
+            if let Some(link) = &player.link {
+                link.send(ServerMessage::AreaEvent {
+                    n: player.area_events,
+                    area_id: area.id,
+                    name: area.name.clone(),
+                    kind: area.kind,
+                    transition: Transition::Enter,
+                });
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self, now: Instant) {
+        let grace = self.settings.resume_grace;
+        let expired: Vec<u32> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|p| {
+                p.detached_at
+                    .is_some_and(|t| now.duration_since(t) >= grace)
+            })
+            .map(|p| p.entity & SLOT_MASK)
+            .collect();
+        for slot in expired {
+            self.remove(slot, None);
+        }
+    }
+
+    /// Take a player out of the world: kick its connection if it has one, hand
+    /// its position to the flusher, and free its slot.
+    fn remove(&mut self, slot: u32, reason: Option<KickReason>) {
+        let Some(player) = self.slots[slot as usize].take() else {
+            return;
+        };
+        if let (Some(link), Some(reason)) = (&player.link, reason) {
+            kick(link, reason);
+        }
+        if player.dirty {
+            self.pending.insert_all([stored(&self.def, &player)]);
+        }
+        self.by_user.remove(&player.user_id);
+        self.by_resume.remove(&player.resume_token);
+        self.generations[slot as usize] =
+            (self.generations[slot as usize] + 1) & ((1 << (32 - SLOT_BITS)) - 1);
+        self.free.push(slot);
+    }
+
+    fn publish(&mut self) {
+        let slots: Vec<Option<EntitySnap>> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                slot.as_ref().map(|p| EntitySnap {
+                    player_id: p.user_id,
+                    name: Arc::clone(&p.name),
+                    ecef: p.ecef,
+                    state: p.state,
+                    wire: p.wire,
+                    changed_tick: p.changed_tick,
+                    ack_seq: p.ack_seq,
+                })
+            })
+            .collect();
+        let grid = Grid::build(
+            self.settings.view.leave_radius_m,
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.as_ref().map(|e| (i as u32, e.ecef))),
+        );
+        self.publisher.send_replace(Arc::new(Snapshot {
+            tick: self.tick,
+            server_time_ms: now_ms() as u64,
+            slots,
+            grid,
+            timings: self.timings,
+            overruns: self.overruns,
+        }));
+    }
+
+    fn persist(&mut self) {
+        let def = &self.def;
+        let mut dirty: Vec<StoredPosition> = Vec::new();
+        for player in self.slots.iter_mut().flatten() {
+            if std::mem::replace(&mut player.dirty, false) {
+                dirty.push(stored(def, player));
+            }
+        }
+        if !dirty.is_empty() {
+            self.pending.insert_all(dirty);
+        }
+    }
+
+    /// Kick everyone (`Shutdown`) and hand every position to the flusher.
+    pub fn shutdown(mut self) {
+        for slot in 0..self.slots.len() {
+            if let Some(player) = self.slots[slot].as_mut() {
+                player.dirty = true;
+            }
+            self.remove(slot as u32, Some(KickReason::Shutdown));
+        }
+    }
+
+    fn player_mut(&mut self, entity: u32) -> Option<&mut Player> {
+        self.slots
+            .get_mut((entity & SLOT_MASK) as usize)?
+            .as_mut()
+            .filter(|p| p.entity == entity)
+    }
+
+    /// Players in the world, connected or not.
+    #[must_use]
+    pub fn population(&self) -> usize {
+        self.by_user.len()
+    }
+
+    /// Replace the world's areas (after an edit). Players' area memberships are
+    /// brought up to date on their next move.
+    pub fn replace_areas(&mut self, areas: &[Area]) {
+        self.areas = AreaIndex::new(areas);
+    }
+}
+
+/// Refuse a move: send a `Correction` and count a strike. Returns whether the
+/// player has now earned a kick.
+fn correct(
+    player: &mut Player,
+    seq: u32,
+    reason: CorrectionReason,
+    mode: crate::store::MovementMode,
+    now: Instant,
+) -> bool {
+    let id = player.next_correction;
+    player.next_correction = player.next_correction.wrapping_add(1);
+    player.awaiting_ack = Some((id, reason));
+    player
+        .inputs
+        .retain(|i| matches!(i, Input::AckCorrection { .. }));
+    if let Some(link) = &player.link {
+        link.send(ServerMessage::Correction {
+            id,
+            seq,
+            lon: player.position.lon,
+            lat: player.position.lat,
+            reason,
+        });
+    }
+    if !movement::is_strike(reason, mode) {
+        return false;
+    }
+    if player
+        .last_strike
+        .is_some_and(|t| now.duration_since(t) > movement::STRIKE_MEMORY)
+    {
+        player.strikes = 0;
+    }
+    player.strikes += 1;
+    player.last_strike = Some(now);
+    player.strikes >= movement::STRIKE_LIMIT
+}
+
+fn kick(link: &ConnLink, reason: KickReason) {
+    let retry_after_ms = (reason == KickReason::Shutdown).then_some(SHUTDOWN_RETRY_MS);
+    link.send(ServerMessage::Kicked {
+        reason,
+        retry_after_ms,
+        redirect: None,
+    });
+    link.closer.close(close::for_kick(reason), reason.as_str());
+}
+
+fn stored(def: &WorldDef, player: &Player) -> StoredPosition {
+    StoredPosition {
+        user_id: player.user_id,
+        world_id: def.id,
+        position: player.position,
+        heading: player.heading,
+        epoch: player.epoch,
+        seq: player.position_seq,
+        updated_at_ms: now_ms(),
+    }
+}
+
+/// 128 bits from the thread's cryptographically secure generator, hex:
+/// unguessable, so holding one proves being the client it was sent to.
+fn resume_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
