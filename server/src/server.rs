@@ -1,9 +1,27 @@
-//! Startup and shutdown of one shard (being written).
+//! Startup and shutdown of one shard: open the store, start the worlds, bind
+//! the game and ops ports, and on shutdown stop in an order that loses nothing.
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Auth, AuthError};
+use crate::bus::{Bus, ControlEvent, LocalBus};
 use crate::config::Config;
+use crate::net::{self, Gateway, NetSettings};
+use crate::ops::{self, OpsState};
+use crate::store::{Flusher, PendingPositions, SqliteStore, Store, StoreError};
+use crate::world::{Command, Settings, World, WorldHandle};
+
+/// How long shutdown waits for connections to finish their goodbyes.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
 
 /// Why the shard could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -16,37 +34,248 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed to open, migrate or load.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The account service could not start.
+    #[error("accounts: {0}")]
+    Auth(#[from] AuthError),
+    /// The store has no world to serve.
+    #[error("the store has no world")]
+    NoWorld,
+    /// Serving a port failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
 }
 
-/// A bound, not yet serving shard.
-pub struct Server;
+/// A bound shard, ready to serve.
+pub struct Server {
+    config: Config,
+    game: TcpListener,
+    ops: TcpListener,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    auth: Arc<Auth>,
+    pending: Arc<PendingPositions>,
+    worlds: HashMap<String, WorldHandle>,
+    world_tasks: Vec<JoinHandle<()>>,
+    default_world: String,
+    /// Cancelled to stop accepting, kick everyone and stop the ticks.
+    stop: CancellationToken,
+}
 
 impl Server {
-    /// Bind the ports and load the world.
+    /// Open the store, seed the demo world on first start, start the worlds and
+    /// bind both ports.
     ///
     /// # Errors
-    /// `ServerError` if a port cannot be bound or the store cannot be opened.
-    pub async fn bind(_config: Config) -> Result<Self, ServerError> {
-        Ok(Self)
+    /// `ServerError` if the data directory, store, accounts or a port fail.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("meridian.db")).await?);
+        store.migrate().await?;
+        crate::demo::seed_if_empty(store.as_ref()).await?;
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let auth = Arc::new(Auth::new(&config, Arc::clone(&store), Arc::clone(&bus)).await?);
+
+        let stop = CancellationToken::new();
+        let pending = Arc::new(PendingPositions::default());
+        let settings = Settings::from_config(&config);
+        let mut worlds = HashMap::new();
+        let mut world_tasks = Vec::new();
+        let mut defs = store.worlds().await?;
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        let default_world = defs
+            .iter()
+            .find(|w| w.name == crate::demo::DEMO_WORLD)
+            .or(defs.first())
+            .ok_or(ServerError::NoWorld)?
+            .name
+            .clone();
+        for def in defs {
+            let areas = store.areas(def.id).await?;
+            let world = World::new(def, &areas, settings.clone(), Arc::clone(&pending));
+            let (handle, task) = world.spawn(stop.clone());
+            worlds.insert(handle.name.clone(), handle);
+            world_tasks.push(task);
+        }
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let game = bind(config.game_addr).await?;
+        let ops = bind(config.ops_addr).await?;
+        Ok(Self {
+            config,
+            game,
+            ops,
+            store,
+            bus,
+            auth,
+            pending,
+            worlds,
+            world_tasks,
+            default_world,
+            stop,
+        })
     }
 
-    /// Serve until `shutdown` resolves.
+    /// The bound game address (useful with port 0).
+    #[must_use]
+    pub fn game_addr(&self) -> SocketAddr {
+        self.game
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound ops address.
+    #[must_use]
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, kick every client
+    /// with `Kicked { reason: Shutdown }`, flush every position and return.
     ///
     /// # Errors
-    /// `ServerError` if serving fails.
+    /// `ServerError::Serve` if a listener fails.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        shutdown.await;
-        Ok(())
+        let game_addr = self.game_addr();
+        let ops_addr = self.ops_addr();
+        let flush_stop = CancellationToken::new();
+        let flusher = Flusher::spawn(
+            Arc::clone(&self.store),
+            Arc::clone(&self.pending),
+            self.config.flush_interval,
+            flush_stop.clone(),
+        );
+        let control = tokio::spawn(forward_control(
+            self.bus.subscribe_control(),
+            self.worlds.clone(),
+            Arc::clone(&self.store),
+        ));
+        let gateway = Arc::new(Gateway::new(
+            self.worlds.clone(),
+            self.default_world.clone(),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.store),
+            NetSettings::from_config(&self.config),
+            self.stop.clone(),
+        ));
+        let app = net::router(Arc::clone(&gateway)).merge(auth::router(Arc::clone(&self.auth)));
+        let game = axum::serve(
+            self.game.tap_io(|tcp| {
+                // Updates are small and latency-bound: never wait to coalesce them.
+                let _ = tcp.set_nodelay(true);
+            }),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(self.stop.clone().cancelled_owned());
+        let ops = axum::serve(
+            self.ops,
+            ops::router(OpsState {
+                store: Arc::clone(&self.store),
+                pending: Arc::clone(&self.pending),
+            }),
+        )
+        .with_graceful_shutdown(self.stop.clone().cancelled_owned());
+        let game = tokio::spawn(game.into_future());
+        let ops = tokio::spawn(ops.into_future());
+        tracing::info!(
+            game = %game_addr,
+            ops = %ops_addr,
+            shard = %self.config.shard_id,
+            worlds = self.worlds.len(),
+            "meridian serving: WebSocket ws://{game_addr}/ws, ops http://{ops_addr}/healthz"
+        );
+
+        let stop = self.stop.clone();
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: closing connections and flushing positions");
+        // 1. Stop accepting and tell every world to kick its players; each tick
+        //    hands its final positions to the flusher before it ends.
+        self.stop.cancel();
+        for task in self.world_tasks {
+            let _ = task.await;
+        }
+        control.abort();
+        // 2. Let connections deliver their Kicked and close frames.
+        gateway.tracker.close();
+        let _ = tokio::time::timeout(CONNECTION_DRAIN, gateway.tracker.wait()).await;
+        // 3. The final flush.
+        flush_stop.cancel();
+        let _ = flusher.await;
+        let served = game.await;
+        let _ = ops.await;
+        tracing::info!("shutdown complete");
+        match served {
+            Ok(Err(err)) => Err(ServerError::Serve(err)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Apply control events from the bus to every world. Area changes are loaded
+/// from the store here, so the tick never does I/O.
+async fn forward_control(
+    mut events: tokio::sync::broadcast::Receiver<ControlEvent>,
+    worlds: HashMap<String, WorldHandle>,
+    store: Arc<dyn Store>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "control events lagged");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let ControlEvent::AreasChanged { world_id } = event {
+            let Some(world) = worlds.values().find(|w| w.id == world_id) else {
+                continue;
+            };
+            match store.areas(world_id).await {
+                Ok(areas) => {
+                    let _ = world.commands.send(Command::ReplaceAreas(areas)).await;
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot reload areas"),
+            }
+            continue;
+        }
+        for world in worlds.values() {
+            let _ = world.commands.send(Command::Control(event.clone())).await;
+        }
     }
 }
 
 /// Bind and serve until `shutdown` resolves.
 ///
 /// # Errors
-/// `ServerError` if the shard cannot start.
+/// `ServerError` if the shard cannot start or a listener fails.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,

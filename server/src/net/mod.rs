@@ -1,1 +1,108 @@
-//! The WebSocket gateway (being written).
+//! The WebSocket gateway: `/ws` on the game port, and the tasks that serve each
+//! connection (`connection` → `reader` / `writer`).
+//!
+//! Architecture Invariant: a connection's failure ends that connection only.
+//! Connection tasks reach the tick through its command channel and read its
+//! snapshots; they never touch the world directly.
+
+mod connection;
+mod frames;
+mod limiter;
+mod reader;
+mod upgrade;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::store::Store;
+use crate::world::interest::View;
+use crate::world::WorldHandle;
+
+pub use upgrade::router;
+
+/// How long a socket may take to authenticate before it is closed.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one send may block on a client that does not read before the
+/// client is dropped as too slow.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct NetSettings {
+    /// Ticks per second (the highest update rate).
+    pub tick_hz: u8,
+    /// What a client sees.
+    pub view: View,
+    /// Close sockets silent for this long.
+    pub idle_timeout: Duration,
+    /// Messages per second a client may send.
+    pub client_msg_rate: u32,
+}
+
+impl NetSettings {
+    /// The network settings of a shard configuration.
+    #[must_use]
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            tick_hz: config.tick_hz,
+            view: View::new(config.aoi_radius_m, config.aoi_max),
+            idle_timeout: config.idle_timeout,
+            client_msg_rate: config.client_msg_rate,
+        }
+    }
+}
+
+/// Everything connection tasks share.
+pub struct Gateway {
+    /// Running worlds by name.
+    pub worlds: HashMap<String, WorldHandle>,
+    /// The world joined when a client names none.
+    pub default_world: String,
+    /// Token verification.
+    pub auth: Arc<Auth>,
+    /// Where positions and epochs are loaded from.
+    pub store: Arc<dyn Store>,
+    /// Per-connection settings.
+    pub settings: NetSettings,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled when the shard shuts down.
+    pub shutdown: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway over running worlds.
+    #[must_use]
+    pub fn new(
+        worlds: HashMap<String, WorldHandle>,
+        default_world: String,
+        auth: Arc<Auth>,
+        store: Arc<dyn Store>,
+        settings: NetSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            worlds,
+            default_world,
+            auth,
+            store,
+            settings,
+            tracker: TaskTracker::new(),
+            shutdown,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,335 @@
+//! One client connection from upgrade to close: authenticate, join the world,
+//! then run the reader and the writer until either ends.
+
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{frames, reader, writer, Gateway, AUTH_TIMEOUT};
+use crate::auth::{AuthError, Identity};
+use crate::world::{Command, ConnLink, JoinError, JoinRequest, Joined, Outgoing, WorldHandle};
+
+/// Why a socket was refused before it joined: what to tell the client, and how to close.
+struct Refusal {
+    error: Option<(ErrorCode, String)>,
+    code: u16,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn new(error: ErrorCode, message: impl Into<String>, code: u16, reason: &'static str) -> Self {
+        Self {
+            error: Some((error, message.into())),
+            code,
+            reason,
+        }
+    }
+
+    fn unauthenticated() -> Self {
+        Self::new(
+            ErrorCode::Unauthenticated,
+            "invalid or expired token",
+            close::AUTH_FAILED,
+            "authentication failed",
+        )
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            ErrorCode::Internal,
+            "try again later",
+            1011,
+            "internal error",
+        )
+    }
+}
+
+/// A socket that joined a world.
+struct Joining {
+    world: WorldHandle,
+    joined: Joined,
+    link: ConnLink,
+    outbox: mpsc::Receiver<Outgoing>,
+}
+
+/// Serve one upgraded socket until it closes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    socket: WebSocket,
+    encoding: Encoding,
+    identity: Option<Identity>,
+    world: Option<String>,
+) {
+    let conn_id = gateway.next_conn_id();
+    let (mut sink, mut stream) = socket.split();
+    let established = tokio::select! {
+        result = establish(&gateway, &mut stream, encoding, identity, world, conn_id) => result,
+        () = gateway.shutdown.cancelled() => Err(Refusal { error: None, code: close::GOING_AWAY, reason: "server shutting down" }),
+    };
+    let Joining {
+        world,
+        joined,
+        link,
+        outbox,
+    } = match established {
+        Ok(joining) => joining,
+        Err(refusal) => {
+            if let Some((code, message)) = refusal.error {
+                let _ = sink
+                    .send(frames::encode(
+                        encoding,
+                        &ServerMessage::Error { code, message },
+                    ))
+                    .await;
+            }
+            let _ = sink.send(close_frame(refusal.code, refusal.reason)).await;
+            return;
+        }
+    };
+    let update_hz = Arc::new(AtomicU8::new(gateway.settings.tick_hz));
+    let writer = writer::run(writer::Writer {
+        sink,
+        outbox,
+        closer: Arc::clone(&link.closer),
+        snapshots: world.snapshots.clone(),
+        me: joined.entity,
+        encoding,
+        view: gateway.settings.view,
+        tick_hz: gateway.settings.tick_hz,
+        update_hz: Arc::clone(&update_hz),
+    });
+    let reader = reader::run(reader::Reader {
+        stream,
+        link: link.clone(),
+        commands: world.commands.clone(),
+        me: joined.entity,
+        encoding,
+        settings: gateway.settings.clone(),
+        update_hz,
+    });
+    tokio::join!(writer, reader);
+    // The tick keeps the player for the resume grace period, unless it already
+    // removed it (kick) or another connection took it over (conn_id differs).
+    let _ = world
+        .commands
+        .send(Command::Disconnected {
+            entity: joined.entity,
+            conn_id,
+        })
+        .await;
+}
+
+/// A close frame with a code and reason.
+pub fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Authenticate (by header or `Hello`) and join or resume.
+async fn establish(
+    gateway: &Gateway,
+    stream: &mut SplitStream<WebSocket>,
+    encoding: Encoding,
+    identity: Option<Identity>,
+    world: Option<String>,
+    conn_id: u64,
+) -> Result<Joining, Refusal> {
+    let (identity, world_name, resume) = match identity {
+        Some(identity) => (Some(identity), world, None),
+        None => {
+            let (token, hello_world, resume) = read_hello(stream, encoding).await?;
+            let identity = if token.is_empty() {
+                None
+            } else {
+                Some(authenticate(gateway, &token).await?)
+            };
+            if identity.is_none() && resume.is_none() {
+                return Err(Refusal::unauthenticated());
+            }
+            (identity, hello_world.or(world), resume)
+        }
+    };
+    let name = world_name.unwrap_or_else(|| gateway.default_world.clone());
+    let world = gateway.worlds.get(&name).cloned().ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::UnknownWorld,
+            format!("no world named {name:?} on this shard"),
+            close::AUTH_FAILED,
+            "unknown world",
+        )
+    })?;
+    let (link, outbox) = ConnLink::new(conn_id);
+    if let Some(token) = resume {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Resume {
+            token,
+            link: link.clone(),
+            reply,
+        };
+        match ask(&world, command, answer).await? {
+            Ok(joined) => {
+                return Ok(Joining {
+                    world,
+                    joined,
+                    link,
+                    outbox,
+                })
+            }
+            // Past the grace period: a valid token in the same Hello logs in afresh.
+            Err(JoinError::ResumeFailed) if identity.is_some() => {}
+            Err(err) => {
+                return Err(Refusal::new(
+                    ErrorCode::ResumeFailed,
+                    err.to_string(),
+                    close::AUTH_FAILED,
+                    "resume failed",
+                ))
+            }
+        }
+    }
+    let identity = identity.ok_or_else(Refusal::unauthenticated)?;
+    let store_error = |err: crate::store::StoreError| {
+        tracing::warn!(error = %err, "cannot load a joining player");
+        Refusal::internal()
+    };
+    let epoch = gateway
+        .store
+        .next_epoch(identity.user_id)
+        .await
+        .map_err(store_error)?;
+    let stored = gateway
+        .store
+        .position(identity.user_id, world.id)
+        .await
+        .map_err(store_error)?;
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Join {
+        request: JoinRequest {
+            user_id: identity.user_id,
+            session_id: identity.session_id,
+            name: identity.username,
+            epoch,
+            stored,
+            link: link.clone(),
+        },
+        reply,
+    };
+    let joined = ask(&world, command, answer).await?.map_err(|err| {
+        Refusal::new(
+            ErrorCode::ServerBusy,
+            err.to_string(),
+            1013,
+            "try again later",
+        )
+    })?;
+    Ok(Joining {
+        world,
+        joined,
+        link,
+        outbox,
+    })
+}
+
+async fn ask(
+    world: &WorldHandle,
+    command: Command,
+    answer: oneshot::Receiver<Result<Joined, JoinError>>,
+) -> Result<Result<Joined, JoinError>, Refusal> {
+    let gone = || Refusal {
+        error: None,
+        code: close::GOING_AWAY,
+        reason: "server shutting down",
+    };
+    world.commands.send(command).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())
+}
+
+async fn authenticate(gateway: &Gateway, token: &str) -> Result<Identity, Refusal> {
+    gateway
+        .auth
+        .authenticate(token)
+        .await
+        .map_err(|err| match err {
+            AuthError::InvalidToken => Refusal::unauthenticated(),
+            err => {
+                tracing::warn!(error = %err, "cannot verify a token");
+                Refusal::internal()
+            }
+        })
+}
+
+/// Wait for the first frame, which must be a `Hello`: (token, world, resume).
+async fn read_hello(
+    stream: &mut SplitStream<WebSocket>,
+    encoding: Encoding,
+) -> Result<(String, Option<String>, Option<String>), Refusal> {
+    let timeout = Refusal::new(
+        ErrorCode::Unauthenticated,
+        "no Hello within 5 s",
+        close::AUTH_TIMEOUT,
+        "authentication timeout",
+    );
+    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(timeout),
+            Ok(None | Some(Err(_))) => {
+                return Err(Refusal {
+                    error: None,
+                    code: close::NORMAL,
+                    reason: "",
+                })
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let bytes = match (frame, encoding.is_text()) {
+            (Message::Text(text), true) => bytes::Bytes::from(text),
+            (Message::Binary(data), false) => data,
+            (Message::Ping(_) | Message::Pong(_), _) => continue,
+            (Message::Close(_), _) => {
+                return Err(Refusal {
+                    error: None,
+                    code: close::NORMAL,
+                    reason: "",
+                })
+            }
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::WrongFrameType,
+                    "this socket's subprotocol uses the other frame type",
+                    close::AUTH_FAILED,
+                    "authentication failed",
+                ))
+            }
+        };
+        return match encoding.decode_client(&bytes) {
+            Ok(ClientMessage::Hello {
+                token,
+                world,
+                resume,
+            }) => Ok((token, world, resume.filter(|r| !r.is_empty()))),
+            Ok(other) => Err(Refusal::new(
+                ErrorCode::Unauthenticated,
+                format!("send Hello first, not {}", other.kind()),
+                close::AUTH_FAILED,
+                "authentication required",
+            )),
+            Err(err) => Err(Refusal::new(
+                err.code(),
+                err.to_string(),
+                close::AUTH_FAILED,
+                "authentication required",
+            )),
+        };
+    }
+}
+
+/// The sink half of a socket.
+pub type Sink = SplitSink<WebSocket, Message>;

@@ -1,0 +1,104 @@
+//! The `/ws` route: subprotocol negotiation, optional header authentication,
+//! and socket limits, before handing the socket to its connection task.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use meridian_protocol::{limits, Encoding};
+use serde::Deserialize;
+
+use super::{connection, Gateway};
+use crate::auth::AuthError;
+
+/// Bytes read from a socket at a time. tungstenite's default (128 KiB) is
+/// allocated and zeroed per connection; client frames are under 8 KiB.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Most bytes buffered for one connection when its socket is not writable.
+/// One `Update` is at most a few KiB; anything beyond this is a client that
+/// stopped reading, and the write blocks (see `WRITE_TIMEOUT`).
+const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
+
+/// Query parameters of `/ws`.
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    /// World to join when authenticating by header (a `Hello` names its own).
+    world: Option<String>,
+}
+
+/// The game port's WebSocket route.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(gateway)
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = ws.protocols(Encoding::SUBPROTOCOLS);
+    let Some(encoding) = ws
+        .selected_protocol()
+        .and_then(|v| v.to_str().ok())
+        .and_then(Encoding::from_subprotocol)
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported_subprotocol",
+            "request the subprotocol meridian.v1.bincode or meridian.v1.json",
+        );
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let identity = match bearer {
+        None => None,
+        Some(token) => match gateway.auth.authenticate(token.trim()).await {
+            Ok(identity) => Some(identity),
+            Err(AuthError::InvalidToken) => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "invalid or expired token",
+                )
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot verify a token");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "try again later",
+                );
+            }
+        },
+    };
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(limits::MAX_FRAME_BYTES)
+        .max_frame_size(limits::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            let tracker = gateway.tracker.clone();
+            tracker.track_future(connection::serve(
+                gateway,
+                socket,
+                encoding,
+                identity,
+                query.world,
+            ))
+        })
+}
