@@ -1,7 +1,7 @@
 //! The store contract: what every `Store` implementation must do, as one generic
 //! suite (`run_contract`) that takes a migrated store, so the PostGIS store can
 //! run exactly the same checks. Below it, the SQLite-specific checks (files,
-//! migrations, cascades).
+//! migrations, cascades) and the demo world seeding.
 //!
 //! The checks share one store and never assume it is empty: every name and id
 //! they create is fresh.
@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use meridian_protocol::{AreaKind, LonLat};
+use meridian_server::demo;
 use meridian_server::store::{
     now_ms, Area, Bounds, MovementMode, Role, Session, SqliteStore, Store, StoreError,
     StoredPosition, User, WorldDef, WorldObject,
@@ -613,4 +614,47 @@ async fn an_unopenable_path_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The demo world.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_demo_world_is_seeded_once_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    demo::seed_if_empty(&store).await.unwrap();
+    demo::seed_if_empty(&store).await.unwrap();
+    let worlds = store.worlds().await.unwrap();
+    assert_eq!(worlds.len(), 1, "{worlds:?}");
+    let world = &worlds[0];
+    assert_eq!(world.name, demo::DEMO_WORLD_NAME);
+
+    let (expected_world, expected_areas, expected_objects) = demo::demo_world();
+    assert_eq!(world.center, expected_world.center);
+    assert_eq!(world.bounds, expected_world.bounds);
+    let areas = store.areas(world.id).await.unwrap();
+    assert_eq!(areas.len(), expected_areas.len());
+    for kind in [
+        AreaKind::Blocked,
+        AreaKind::SpeedLimit,
+        AreaKind::Safe,
+        AreaKind::Spawn,
+        AreaKind::Zone,
+    ] {
+        assert!(areas.iter().any(|a| a.kind == kind), "no {kind:?} area");
+    }
+    let objects = store.world_objects(world.id).await.unwrap();
+    assert_eq!(objects.len(), expected_objects.len());
+    assert!(objects.iter().all(|o| o.kind == "flag"));
+}
+
+#[tokio::test]
+async fn the_demo_world_is_not_seeded_beside_another_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    let world = created_world(&store).await;
+    demo::seed_if_empty(&store).await.unwrap();
+    assert_eq!(store.worlds().await.unwrap(), [world]);
 }
