@@ -99,7 +99,7 @@ impl Server {
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         let default_world = defs
             .iter()
-            .find(|w| w.name == crate::demo::DEMO_WORLD)
+            .find(|w| w.name == crate::demo::DEMO_WORLD_NAME)
             .or(defs.first())
             .ok_or(ServerError::NoWorld)?
             .name
