@@ -1,16 +1,36 @@
 //! Accounts and sessions: password hashing, access tokens, and the `/api/*`
 //! account endpoints of the game port.
 //!
-//! PLACEHOLDER: being written; the signatures below are the interface the
-//! gateway and server use.
+//! An access token is a short-lived HS256 JWT naming a session; the session row
+//! in the store is what logout revokes, so `Auth::authenticate` checks both.
 
-use std::sync::Arc;
+mod api;
+pub mod input;
+pub mod limiter;
+pub mod password;
+pub mod secret;
+pub mod token;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::bus::Bus;
+pub use api::{router, ApiError};
+
+use crate::bus::{Bus, ControlEvent};
 use crate::config::Config;
-use crate::store::{Role, Store};
+use crate::store::{now_ms, Role, Session, Store, User};
+use limiter::Limiter;
+use password::Hasher;
+use token::Tokens;
+
+/// How long a session lives after login. Access tokens are much shorter-lived;
+/// the session bounds how long a client may keep getting new ones.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the rate limiter forgets addresses that have gone quiet.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
 /// Who a valid access token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,25 +60,66 @@ pub enum AuthError {
     Secret(String),
 }
 
+/// A freshly opened session and its first access token.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The signed access token.
+    pub token: String,
+    /// The session it names.
+    pub session_id: Uuid,
+    /// The account.
+    pub user_id: Uuid,
+    /// The account's username.
+    pub username: String,
+    /// When the access token expires, Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
 /// The account service.
 pub struct Auth {
-    _store: Arc<dyn Store>,
-    _bus: Arc<dyn Bus>,
+    /// Users and sessions.
+    store: Arc<dyn Store>,
+    /// Where revocations are announced to every shard.
+    bus: Arc<dyn Bus>,
+    /// Signs and verifies access tokens.
+    tokens: Tokens,
+    /// Argon2 off the async threads.
+    hasher: Hasher,
+    /// Attempts per client address on register, login and guest.
+    limiter: Arc<Limiter>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
-    /// Build the service: load `JWT_SECRET` or create a development secret in `DATA_DIR`.
+    /// Build the service: load `JWT_SECRET` or create a development secret in
+    /// `DATA_DIR`. Must be called inside a tokio runtime: it starts a background
+    /// task that keeps the rate limiter small, which ends when `Auth` is dropped.
     ///
     /// # Errors
     /// `AuthError::Secret` if the development secret cannot be read or written.
     pub async fn new(
-        _config: &Config,
+        config: &Config,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
     ) -> Result<Self, AuthError> {
+        let secret = secret::load(config)
+            .await
+            .map_err(|e| AuthError::Secret(e.to_string()))?;
+        let limiter = Arc::new(Limiter::per_minute(config.login_rate_per_min));
+        tokio::spawn(sweep(Arc::downgrade(&limiter)));
         Ok(Self {
-            _store: store,
-            _bus: bus,
+            store,
+            bus,
+            tokens: Tokens::new(&secret, config.token_ttl),
+            hasher: Hasher::per_core(),
+            limiter,
         })
     }
 
@@ -67,13 +128,87 @@ impl Auth {
     /// # Errors
     /// `AuthError::InvalidToken` for any bad token; `AuthError::Store` if the
     /// session cannot be checked.
-    pub async fn authenticate(&self, _token: &str) -> Result<Identity, AuthError> {
-        Err(AuthError::InvalidToken)
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let claims = self.tokens.verify(token).map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            AuthError::InvalidToken
+        })?;
+        let session = self
+            .store
+            .session(claims.sid)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if session.revoked || session.expires_at_ms <= now_ms() || session.user_id != claims.sub {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Identity {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            username: claims.name,
+            roles: claims.roles,
+        })
+    }
+
+    /// Open a session for `user` and issue its first access token.
+    ///
+    /// # Errors
+    /// `AuthError::Store` if the session cannot be recorded; `AuthError::Secret`
+    /// if the token cannot be signed.
+    pub async fn open_session(&self, user: &User) -> Result<Grant, AuthError> {
+        let now = now_ms();
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(SESSION_TTL.as_millis() as i64),
+            revoked: false,
+        };
+        self.store.create_session(&session).await?;
+        let claims = self
+            .tokens
+            .claims(user.id, session.id, &user.username, &user.roles);
+        let token = self
+            .tokens
+            .sign(&claims)
+            .map_err(|e| AuthError::Secret(e.to_string()))?;
+        Ok(Grant {
+            token,
+            session_id: session.id,
+            user_id: user.id,
+            username: user.username.clone(),
+            expires_at_ms: claims.expires_at_ms(),
+        })
+    }
+
+    /// Revoke the session a token names and tell every shard to drop its
+    /// sockets. Returns the identity that was logged out.
+    ///
+    /// # Errors
+    /// `AuthError::InvalidToken` if the token is bad or its session is already
+    /// dead; `AuthError::Store` if the store cannot be reached.
+    pub async fn logout(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.authenticate(token).await?;
+        if !self.store.revoke_session(identity.session_id).await? {
+            // Revoked by a concurrent logout between the two calls.
+            return Err(AuthError::InvalidToken);
+        }
+        self.bus.send_control(ControlEvent::SessionRevoked {
+            session_id: identity.session_id,
+        });
+        Ok(identity)
     }
 }
 
-/// The `/api/register`, `/api/login`, `/api/guest` and `/api/logout` routes.
-/// Needs `ConnectInfo<SocketAddr>` (per-address rate limits).
-pub fn router(auth: Arc<Auth>) -> axum::Router {
-    axum::Router::new().with_state(auth)
+/// Periodically forget quiet addresses, until the limiter is dropped.
+async fn sweep(limiter: Weak<Limiter>) {
+    let mut every = tokio::time::interval(LIMITER_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match limiter.upgrade() {
+            Some(limiter) => limiter.retain_recent(),
+            None => return,
+        }
+    }
 }

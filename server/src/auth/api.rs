@@ -1,0 +1,455 @@
+//! The account endpoints of the game port (`/api/register`, `/api/login`,
+//! `/api/guest`, `/api/logout`): JSON in and out, and the mapping of every
+//! failure to a status and a stable error code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::input::{validate_device_id, validate_password, validate_username, InputError};
+use super::limiter::RateLimited;
+use super::password::PasswordError;
+use super::{Auth, AuthError, Grant};
+use crate::store::{now_ms, Role, StoreError, User};
+
+/// Request bodies larger than this are refused: account requests are tiny, and
+/// a small cap keeps a flood of large bodies cheap to turn away.
+const MAX_BODY_BYTES: usize = 4096;
+
+/// How many generated guest names are tried before giving up (a clash among
+/// 2^32 names is rare; three in a row means something else is wrong).
+const GUEST_NAME_ATTEMPTS: usize = 3;
+
+/// The `/api/register`, `/api/login`, `/api/guest` and `/api/logout` routes.
+/// Needs `ConnectInfo<SocketAddr>` (per-address rate limits): serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(auth: Arc<Auth>) -> Router {
+    // Only the endpoints that create sessions are rate-limited; the limit runs
+    // before the body is read, so malformed attempts count too.
+    let limited = Router::new()
+        .route("/api/register", post(register))
+        .route("/api/login", post(login))
+        .route("/api/guest", post(guest))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            rate_limit,
+        ));
+    Router::new()
+        .merge(limited)
+        .route("/api/logout", post(logout))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(auth)
+}
+
+/// A failed account request. `code()` is the stable identifier clients match
+/// on; `message()` is for humans. Store and internal errors are logged with
+/// their cause and shown to clients without it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not the expected shape.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// The body is not labelled `application/json`.
+    #[error("expected a JSON body with Content-Type: application/json")]
+    ContentType,
+    /// The body exceeds the size limit.
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    /// A username, password or device id breaks a rule.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Registration with a name that exists.
+    #[error("this username is already taken")]
+    UsernameTaken,
+    /// Login with an unknown username or a wrong password (deliberately the same).
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// A missing, malformed, expired, forged or revoked access token.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// Too many attempts from this address.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    /// The store cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(StoreError),
+    /// A bug or broken data; details are logged only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) | Self::Input(_) => StatusCode::BAD_REQUEST,
+            Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::InvalidCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable error code sent as `"error"`.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::ContentType => "unsupported_media_type",
+            Self::TooLarge => "body_too_large",
+            Self::Input(InputError::Username(_)) => "invalid_username",
+            Self::Input(InputError::Password(_)) => "invalid_password",
+            Self::Input(InputError::DeviceId(_)) => "invalid_device_id",
+            Self::UsernameTaken => "username_taken",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidToken => "invalid_token",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The human-readable text sent as `"message"`; never contains internals.
+    #[must_use]
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => {
+                "the service is temporarily unavailable; try again later".into()
+            }
+            Self::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Unavailable(e) => tracing::warn!(error = %e, "account request failed"),
+            Self::Internal(e) => tracing::error!(error = %e, "account request failed"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.message(),
+        };
+        let mut response = (self.status_code(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::RateLimited(limited) => {
+                // Whole seconds, rounded up so that a client waiting this long succeeds.
+                let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::InvalidToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::ContentType,
+            JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::TooLarge
+            }
+            // axum's text names the problem and where ("missing field `password`
+            // at line 1 column 20"); it only ever quotes the client's own input.
+            other => Self::InvalidJson(other.body_text()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Self::UsernameTaken,
+            StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::Migration(_) => Self::Unavailable(e),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidToken => Self::InvalidToken,
+            AuthError::Store(e) => e.into(),
+            AuthError::Secret(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// `Json` whose rejections become `ApiError`s with a clear message.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+struct ApiJson<T>(T);
+
+/// The error body: `{"error": "<code>", "message": "<text>"}`.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+}
+
+/// Username and password, for register and login. No `Debug`: it holds a password.
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// The optional body of `/api/guest`.
+#[derive(Deserialize, Default)]
+struct GuestRequest {
+    /// The device secret of an existing guest account, or of a new one.
+    device_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RegisterResponse {
+    user_id: Uuid,
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    token: String,
+    user_id: Uuid,
+    session_id: Uuid,
+    username: String,
+    /// Access-token expiry, Unix milliseconds.
+    expires_at: i64,
+}
+
+impl From<Grant> for LoginResponse {
+    fn from(grant: Grant) -> Self {
+        Self {
+            token: grant.token,
+            user_id: grant.user_id,
+            session_id: grant.session_id,
+            username: grant.username,
+            expires_at: grant.expires_at_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GuestResponse {
+    #[serde(flatten)]
+    login: LoginResponse,
+    /// The device secret to send next time to log into the same account.
+    device_id: String,
+}
+
+/// Refuse the request if its client address is over the rate.
+async fn rate_limit(
+    State(auth): State<Arc<Auth>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    auth.limiter.check(addr.ip())?;
+    Ok(next.run(request).await)
+}
+
+/// `POST /api/register {"username","password"}` → 201 `{"user_id"}`.
+async fn register(
+    State(auth): State<Arc<Auth>>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    validate_username(&body.username)?;
+    validate_password(&body.password, &body.username)?;
+    let password_hash = auth.hasher.hash(body.password).await?;
+    let user = User {
+        id: Uuid::now_v7(),
+        username: body.username,
+        password_hash: Some(password_hash),
+        device_hash: None,
+        roles: vec![Role::Player],
+        created_at_ms: now_ms(),
+    };
+    auth.store.create_user(&user).await?;
+    tracing::info!(user_id = %user.id, "account registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse { user_id: user.id }),
+    ))
+}
+
+/// `POST /api/login {"username","password"}` → 200 with a token.
+async fn login(
+    State(auth): State<Arc<Auth>>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let user = auth.store.user_by_name(&body.username).await?;
+    // Unknown users and guests (no password) are checked against a dummy hash,
+    // so every failure takes as long as a wrong password and answers the same.
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let matches = auth.hasher.verify(body.password, hash).await?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+    let grant = auth.open_session(&user).await?;
+    tracing::info!(user_id = %user.id, session_id = %grant.session_id, "logged in");
+    Ok(Json(grant.into()))
+}
+
+/// `POST /api/guest` with an optional `{"device_id"}` → 200 with a token and
+/// the device secret, creating the guest account on first use.
+async fn guest(
+    State(auth): State<Arc<Auth>>,
+    body: Bytes,
+) -> Result<Json<GuestResponse>, ApiError> {
+    // The body is optional, so it is parsed only when there is one.
+    let request = if body.trim_ascii().is_empty() {
+        GuestRequest::default()
+    } else {
+        Json::<GuestRequest>::from_bytes(&body)?.0
+    };
+    let device_id = match request.device_id {
+        Some(device_id) => {
+            validate_device_id(&device_id)?;
+            device_id
+        }
+        None => {
+            let mut secret = [0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            hex::encode(secret)
+        }
+    };
+    let device_hash = hex::encode(Sha256::digest(device_id.as_bytes()));
+    let user = match auth.store.user_by_device(&device_hash).await? {
+        Some(user) => user,
+        None => create_guest(&auth, &device_hash).await?,
+    };
+    let grant = auth.open_session(&user).await?;
+    tracing::info!(user_id = %user.id, session_id = %grant.session_id, "guest logged in");
+    Ok(Json(GuestResponse {
+        login: grant.into(),
+        device_id,
+    }))
+}
+
+/// Create a guest account for a device, with a generated `guest-<8 hex>` name.
+async fn create_guest(auth: &Auth, device_hash: &str) -> Result<User, ApiError> {
+    for _ in 0..GUEST_NAME_ATTEMPTS {
+        let mut suffix = [0u8; 4];
+        rand::rng().fill_bytes(&mut suffix);
+        let user = User {
+            id: Uuid::now_v7(),
+            username: format!("{}{}", super::input::GUEST_PREFIX, hex::encode(suffix)),
+            password_hash: None,
+            device_hash: Some(device_hash.to_owned()),
+            roles: vec![Role::Player],
+            created_at_ms: now_ms(),
+        };
+        match auth.store.create_user(&user).await {
+            Ok(()) => {
+                tracing::info!(user_id = %user.id, "guest account created");
+                return Ok(user);
+            }
+            // Either a concurrent request created this device's account first
+            // (use it), or the generated name was taken (try another).
+            Err(StoreError::Conflict(_)) => {
+                if let Some(existing) = auth.store.user_by_device(device_hash).await? {
+                    return Ok(existing);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Internal(
+        "no free guest username after several attempts".into(),
+    ))
+}
+
+/// `POST /api/logout` with `Authorization: Bearer <token>` → 204.
+async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers).ok_or(ApiError::InvalidToken)?;
+    let identity = auth.logout(token).await?;
+    tracing::info!(user_id = %identity.user_id, session_id = %identity.session_id, "logged out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        for (value, expected) in [
+            ("Bearer abc.def.ghi", Some("abc.def.ghi")),
+            ("bearer  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+        ] {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(bearer(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn store_failures_never_reach_the_client() {
+        let err = ApiError::from(StoreError::Unavailable(
+            "connection refused at 10.0.0.5".into(),
+        ));
+        assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code(), "unavailable");
+        assert!(!err.message().contains("10.0.0.5"));
+        let err = ApiError::from(StoreError::Corrupt("row 7".into()));
+        assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.message().contains("row 7"));
+        assert_eq!(
+            ApiError::from(StoreError::Conflict("users.username".into())).code(),
+            "username_taken"
+        );
+    }
+
+    #[test]
+    fn rate_limited_responses_say_when_to_retry() {
+        let response = ApiError::from(RateLimited {
+            retry_after: std::time::Duration::from_millis(2500),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+}

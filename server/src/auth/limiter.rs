@@ -1,0 +1,132 @@
+//! Per-address rate limit for the account endpoints, so that one client cannot
+//! guess passwords quickly or flood the password hasher.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// A request refused by the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many attempts from this address; retry in {retry_after:?}")]
+pub struct RateLimited {
+    /// How long until the next attempt would be allowed.
+    pub retry_after: Duration,
+}
+
+/// A token bucket per client address: `per_minute` attempts, refilled evenly
+/// over the minute, with a burst of the full minute's allowance.
+#[derive(Debug)]
+pub struct Limiter {
+    /// One bucket per (normalized) address.
+    buckets: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Limiter {
+    /// Allow `per_minute` attempts per address (at least one).
+    #[must_use]
+    pub fn per_minute(per_minute: u32) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self {
+            buckets: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Count one attempt from `addr`.
+    ///
+    /// # Errors
+    /// `RateLimited` with the wait until the next allowed attempt.
+    pub fn check(&self, addr: IpAddr) -> Result<(), RateLimited> {
+        self.buckets
+            .check_key(&normalize(addr))
+            .map_err(|not_until| RateLimited {
+                retry_after: not_until.wait_time_from(self.buckets.clock().now()),
+            })
+    }
+
+    /// Forget addresses whose buckets are full again. Call it periodically:
+    /// without it every address ever seen keeps an entry.
+    pub fn retain_recent(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+
+    /// How many addresses are tracked.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no address is tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// The key an address is counted under. An IPv6 client usually holds a whole
+/// /64 and can pick any address in it, so IPv6 is limited per /64; IPv4-mapped
+/// IPv6 addresses count as the IPv4 address they carry.
+fn normalize(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_own_allowance() {
+        let limiter = Limiter::per_minute(3);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        for _ in 0..3 {
+            limiter.check(a).unwrap();
+        }
+        let refused = limiter.check(a).unwrap_err();
+        assert!(refused.retry_after > Duration::ZERO);
+        assert!(refused.retry_after <= Duration::from_secs(20), "{refused}");
+        limiter.check(b).unwrap();
+        assert_eq!(limiter.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_is_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let limiter = Limiter::per_minute(1);
+        let one: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        limiter.check(one.into()).unwrap();
+        assert!(limiter.check(same_64.into()).is_err());
+        limiter.check(other_64.into()).unwrap();
+
+        let v4 = Ipv4Addr::new(198, 51, 100, 7);
+        limiter.check(v4.into()).unwrap();
+        assert!(limiter.check(v4.to_ipv6_mapped().into()).is_err());
+    }
+
+    #[test]
+    fn retain_recent_forgets_full_buckets() {
+        let limiter = Limiter::per_minute(600);
+        limiter.check(Ipv4Addr::LOCALHOST.into()).unwrap();
+        assert_eq!(limiter.len(), 1);
+        // 600 a minute refills one attempt every 100 ms; governor forgets a key
+        // one refill interval after its bucket is full again.
+        std::thread::sleep(Duration::from_millis(300));
+        limiter.retain_recent();
+        assert!(limiter.is_empty());
+    }
+}

@@ -1,0 +1,203 @@
+//! Password hashing with Argon2id, run on the blocking pool behind a
+//! concurrency cap so that a login storm never occupies the async threads.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::RngCore;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Why hashing or verification failed. Neither carries the password.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Argon2 refused its input (only possible with broken parameters).
+    #[error("cannot hash password: {0}")]
+    Hash(argon2::password_hash::Error),
+    /// A stored hash is not a PHC string Argon2 understands.
+    #[error("stored password hash is unreadable: {0}")]
+    Corrupt(argon2::password_hash::Error),
+    /// The blocking task panicked or the runtime is shutting down.
+    #[error("password task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Hash a password with Argon2id and a random salt, returning a PHC string
+/// (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`). CPU-heavy: call it off the async
+/// threads, as `Hasher` does.
+///
+/// # Errors
+/// `PasswordError::Hash` if Argon2 refuses the input.
+pub fn hash_password(password: &str) -> Result<String, PasswordError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(PasswordError::Hash)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(PasswordError::Hash)
+}
+
+/// Check a password against a PHC string, with the parameters stored in it (so
+/// hashes made with older parameters keep working). CPU-heavy, like
+/// `hash_password`.
+///
+/// # Errors
+/// `PasswordError::Corrupt` if `phc` cannot be parsed.
+pub fn verify_password(password: &str, phc: &str) -> Result<bool, PasswordError> {
+    let parsed = PasswordHash::new(phc).map_err(PasswordError::Corrupt)?;
+    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(e) => Err(PasswordError::Corrupt(e)),
+    }
+}
+
+/// Runs Argon2 on tokio's blocking pool, at most `permits` at a time.
+#[derive(Debug)]
+pub struct Hasher {
+    /// Caps concurrent hashes at the number of cores: more would only queue in
+    /// the kernel's scheduler and slow every request down together.
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified against when the account does not
+    /// exist so that "no such user" costs as much time as "wrong password".
+    dummy: OnceCell<String>,
+}
+
+impl Hasher {
+    /// A hasher running at most `permits` (at least one) hashes at once.
+    #[must_use]
+    pub fn new(permits: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(permits.max(1))),
+            dummy: OnceCell::new(),
+        }
+    }
+
+    /// A hasher with one permit per available core.
+    #[must_use]
+    pub fn per_core() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    }
+
+    /// Hash a new password.
+    ///
+    /// # Errors
+    /// `PasswordError` if Argon2 fails or the blocking task dies.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        self.run(move || hash_password(&password)).await
+    }
+
+    /// Check `password` against `phc`, or, when there is no hash (unknown user,
+    /// or a guest account without a password), against a dummy hash so that the
+    /// answer takes the same time; the result is then always `false`.
+    ///
+    /// # Errors
+    /// `PasswordError::Corrupt` if the stored hash is unreadable; others as `hash`.
+    pub async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        match phc {
+            Some(phc) => self.run(move || verify_password(&password, &phc)).await,
+            None => {
+                let dummy = self
+                    .dummy
+                    .get_or_try_init(|| {
+                        let mut random = [0u8; 16];
+                        rand::rng().fill_bytes(&mut random);
+                        self.hash(hex::encode(random))
+                    })
+                    .await?
+                    .clone();
+                self.run(move || verify_password(&password, &dummy)).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Run `work` on the blocking pool once a permit is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the hashing semaphore is never closed");
+        // The permit moves into the blocking task: if the request is cancelled
+        // while Argon2 runs, the permit is still held until the work ends, so the
+        // cap counts the CPU actually in use.
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_are_salted() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "each hash gets its own salt");
+        assert!(verify_password("correct horse", &a).unwrap());
+        assert!(!verify_password("correct horsE", &a).unwrap());
+        assert!(!verify_password("", &b).unwrap());
+    }
+
+    #[test]
+    fn an_unreadable_hash_is_an_error_not_a_mismatch() {
+        let err = verify_password("whatever", "not-a-phc-string").unwrap_err();
+        assert!(matches!(err, PasswordError::Corrupt(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_hasher_verifies_and_refuses_missing_hashes() {
+        let hasher = Hasher::new(2);
+        let phc = hasher.hash("hunter2hunter2".into()).await.unwrap();
+        assert!(hasher
+            .verify("hunter2hunter2".into(), Some(phc.clone()))
+            .await
+            .unwrap());
+        assert!(!hasher.verify("nope".into(), Some(phc)).await.unwrap());
+        assert!(!hasher.verify("hunter2hunter2".into(), None).await.unwrap());
+        assert!(hasher.dummy.get().is_some(), "the dummy hash was used");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_permitted_hashes_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = Arc::new(Hasher::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let (hasher, running, peak) = (hasher.clone(), running.clone(), peak.clone());
+                tokio::spawn(async move {
+                    hasher
+                        .run(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(30));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+}
