@@ -1,0 +1,568 @@
+//! Helpers shared by the integration tests: a real shard on port 0 with test
+//! worlds, account calls over HTTP, and a WebSocket game client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use geo::{polygon, MultiPolygon};
+use meridian_protocol::{AreaKind, ClientMessage, Encoding, LonLat, ServerMessage};
+use meridian_server::store::{
+    Area, Bounds, MovementMode, SqliteStore, Store, StoredPosition, WorldDef,
+};
+use meridian_server::{Config, Server};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The centre of the test worlds (Amsterdam).
+pub const CENTER: LonLat = LonLat {
+    lon: 4.9,
+    lat: 52.37,
+};
+
+/// Metres per degree of latitude on the game's sphere.
+pub const M_PER_DEG: f64 = 111_194.93;
+
+/// A point `east_m` east and `north_m` north of `from`.
+#[must_use]
+pub fn offset(from: LonLat, east_m: f64, north_m: f64) -> LonLat {
+    LonLat {
+        lon: from.lon + east_m / (M_PER_DEG * from.lat.to_radians().cos()),
+        lat: from.lat + north_m / M_PER_DEG,
+    }
+}
+
+fn square(
+    world_id: Uuid,
+    name: &str,
+    kind: AreaKind,
+    centre: LonLat,
+    half_m: f64,
+    props: serde_json::Value,
+) -> Area {
+    let sw = offset(centre, -half_m, -half_m);
+    let ne = offset(centre, half_m, half_m);
+    Area {
+        id: Uuid::now_v7(),
+        world_id,
+        name: name.into(),
+        kind,
+        geometry: MultiPolygon(vec![polygon![
+            (x: sw.lon, y: sw.lat), (x: ne.lon, y: sw.lat), (x: ne.lon, y: ne.lat), (x: sw.lon, y: ne.lat),
+        ]]),
+        properties: props,
+    }
+}
+
+/// Where the blocked square of the test worlds is (100 m across).
+pub fn blocked_centre() -> LonLat {
+    offset(CENTER, 300.0, 0.0)
+}
+
+/// Where the zone square of the test worlds is (100 m across).
+pub fn zone_centre() -> LonLat {
+    offset(CENTER, -300.0, 0.0)
+}
+
+fn world(name: &str, bounds: Bounds, center: LonLat, mode: MovementMode, speed: f64) -> WorldDef {
+    WorldDef {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        bounds,
+        center,
+        movement_mode: mode,
+        max_speed_mps: Some(speed),
+    }
+}
+
+/// Seed the test worlds:
+/// * `arena` (the default: first by name): 10 m/s, a spawn square around
+///   `CENTER`, a blocked square 300 m east, a zone 300 m west, bounds ±0.05°.
+/// * `fast`: the same map at 200 m/s, for tests that walk far.
+/// * `globe`: the whole Earth at 200 m/s, no areas (antimeridian, poles).
+/// * `gps`: the arena map in GPS mode.
+pub async fn seed_test_worlds(store: &dyn Store) {
+    let bounds = Bounds {
+        min_lon: CENTER.lon - 0.05,
+        min_lat: CENTER.lat - 0.05,
+        max_lon: CENTER.lon + 0.05,
+        max_lat: CENTER.lat + 0.05,
+    };
+    for def in [
+        world("arena", bounds, CENTER, MovementMode::Input, 10.0),
+        world("fast", bounds, CENTER, MovementMode::Input, 200.0),
+        world("gps", bounds, CENTER, MovementMode::Gps, 10.0),
+    ] {
+        store.put_world(&def).await.unwrap();
+        for area in [
+            square(
+                def.id,
+                "Spawn",
+                AreaKind::Spawn,
+                CENTER,
+                20.0,
+                serde_json::json!({}),
+            ),
+            square(
+                def.id,
+                "Wall",
+                AreaKind::Blocked,
+                blocked_centre(),
+                50.0,
+                serde_json::json!({}),
+            ),
+            square(
+                def.id,
+                "Market",
+                AreaKind::Zone,
+                zone_centre(),
+                50.0,
+                serde_json::json!({}),
+            ),
+        ] {
+            store.put_area(&area).await.unwrap();
+        }
+    }
+    let globe = world(
+        "globe",
+        Bounds::WORLD,
+        LonLat { lon: 0.0, lat: 0.0 },
+        MovementMode::Input,
+        200.0,
+    );
+    store.put_world(&globe).await.unwrap();
+}
+
+/// A shard running in this process on ephemeral ports.
+pub struct TestServer {
+    pub game: SocketAddr,
+    pub ops: SocketAddr,
+    pub dir: PathBuf,
+    /// Keeps the temporary directory alive when this server created it.
+    _tempdir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), meridian_server::ServerError>>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Start a shard with the test worlds and default test settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start a shard, adjusting the configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let tempdir = tempfile::tempdir().unwrap();
+        let dir = tempdir.path().to_path_buf();
+        let store = open_store(&dir).await;
+        seed_test_worlds(&store).await;
+        drop(store);
+        let mut server = Self::start_in(&dir, adjust).await;
+        server._tempdir = Some(tempdir);
+        server
+    }
+
+    /// Start a shard on an existing data directory.
+    pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_tests(dir.to_path_buf());
+        adjust(&mut config);
+        let server = Server::bind(config).await.expect("server binds");
+        let (game, ops) = (server.game_addr(), server.ops_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            game,
+            ops,
+            dir: dir.to_path_buf(),
+            _tempdir: None,
+            stop: Some(stop),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Shut down gracefully and wait until the shard has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("shutdown finishes")
+                .unwrap()
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// Take the temporary directory, so it outlives this server (for restarts).
+    pub fn keep_dir(&mut self) -> tempfile::TempDir {
+        self._tempdir
+            .take()
+            .expect("this server owns its directory")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.game)
+    }
+
+    /// POST JSON to the game port; returns (status, body).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// Register and log in an account; returns (user id, access token).
+    pub async fn login(&self, username: &str) -> (Uuid, String) {
+        let credentials =
+            serde_json::json!({ "username": username, "password": "a-good-password" });
+        let (status, _) = self.post("/api/register", credentials.clone()).await;
+        assert!(
+            status == 201 || status == 409,
+            "register {username}: {status}"
+        );
+        let (status, body) = self.post("/api/login", credentials).await;
+        assert_eq!(status, 200, "login {username}: {body}");
+        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
+        (user_id, body["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Put a player somewhere before they connect (as if they had logged out there).
+    pub async fn place(&self, user_id: Uuid, world: &str, at: LonLat) {
+        let store = open_store(&self.dir).await;
+        let world = store
+            .worlds()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.name == world)
+            .unwrap();
+        store
+            .save_positions(&[StoredPosition {
+                user_id,
+                world_id: world.id,
+                position: at,
+                heading: 0.0,
+                epoch: 0,
+                seq: 0,
+                updated_at_ms: 0,
+            }])
+            .await
+            .unwrap();
+    }
+
+    /// Log in a new account placed at `at` in `world` and connect it.
+    pub async fn player(&self, name: &str, world: &str, at: LonLat, encoding: Encoding) -> Client {
+        let (user_id, token) = self.login(name).await;
+        self.place(user_id, world, at).await;
+        let mut client = Client::connect(self.game, encoding, Some(&token), Some(world))
+            .await
+            .unwrap();
+        client.welcome().await;
+        client
+    }
+
+    /// GET a path on the ops port; returns (status, body).
+    pub async fn ops_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.ops))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Open the data directory's SQLite store.
+pub async fn open_store(dir: &Path) -> SqliteStore {
+    let store = SqliteStore::open(&dir.join("meridian.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How a socket ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code.
+    Code(u16),
+    /// The connection dropped without a close frame.
+    Dropped,
+}
+
+/// A game client over a real WebSocket.
+pub struct Client {
+    pub socket: Socket,
+    pub encoding: Encoding,
+    /// Set by `welcome()`.
+    pub player_id: Uuid,
+    pub entity_id: u32,
+    pub position: LonLat,
+    pub resume_token: String,
+    next_seq: u32,
+    /// Events `until` skipped, oldest first.
+    skipped: Vec<ServerMessage>,
+}
+
+impl Client {
+    /// Open a socket with a subprotocol, optionally authenticating by header.
+    pub async fn connect(
+        addr: SocketAddr,
+        encoding: Encoding,
+        bearer: Option<&str>,
+        world: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        Self::connect_raw(addr, Some(encoding.subprotocol()), bearer, world)
+            .await
+            .map(|socket| Self::wrap(socket, encoding))
+    }
+
+    /// Open a socket offering exactly this subprotocol (or none).
+    pub async fn connect_raw(
+        addr: SocketAddr,
+        subprotocol: Option<&str>,
+        bearer: Option<&str>,
+        world: Option<&str>,
+    ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+        let url = match world {
+            Some(world) => format!("ws://{addr}/ws?world={world}"),
+            None => format!("ws://{addr}/ws"),
+        };
+        let mut request = url.into_client_request().unwrap();
+        if let Some(protocol) = subprotocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(protocol).unwrap(),
+            );
+        }
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(socket)
+    }
+
+    pub fn wrap(socket: Socket, encoding: Encoding) -> Self {
+        Self {
+            socket,
+            encoding,
+            player_id: Uuid::nil(),
+            entity_id: 0,
+            position: LonLat { lon: 0.0, lat: 0.0 },
+            resume_token: String::new(),
+            next_seq: 1,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Connect and authenticate with a `Hello` (no header).
+    pub async fn hello(
+        addr: SocketAddr,
+        encoding: Encoding,
+        token: &str,
+        world: Option<&str>,
+        resume: Option<&str>,
+    ) -> Self {
+        let mut client = Self::connect(addr, encoding, None, None).await.unwrap();
+        client
+            .send(&ClientMessage::Hello {
+                token: token.into(),
+                world: world.map(Into::into),
+                resume: resume.map(Into::into),
+            })
+            .await;
+        client
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        let frame = self.encoding.encode(message);
+        self.send_frame(frame).await;
+    }
+
+    /// Send raw bytes in this socket's frame type.
+    pub async fn send_frame(&mut self, bytes: Vec<u8>) {
+        let message = if self.encoding.is_text() {
+            Message::Text(String::from_utf8_lossy(&bytes).into_owned().into())
+        } else {
+            Message::Binary(bytes.into())
+        };
+        self.socket.send(message).await.unwrap();
+    }
+
+    /// The next server message, or how the socket closed.
+    pub async fn next(&mut self) -> Result<ServerMessage, Closed> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("no message from the server in time");
+            let bytes = match frame {
+                Some(Ok(Message::Binary(b))) => b.to_vec(),
+                Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Closed::Code(frame.map_or(1005, |f| u16::from(f.code))))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Closed::Dropped),
+            };
+            return Ok(self
+                .encoding
+                .decode_server(&bytes)
+                .expect("server frames decode"));
+        }
+    }
+
+    /// Skip messages until one matches; panics on close or timeout.
+    ///
+    /// Events skipped on the way (anything but `Update`s, which are state and
+    /// superseded by later ones) are kept, and later calls look at them first.
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(&ServerMessage) -> Option<T>) -> T {
+        if let Some(i) = self.skipped.iter().position(|m| pick(m).is_some()) {
+            let message = self.skipped.remove(i);
+            return pick(&message).expect("matched above");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .expect("the awaited message never came")
+                .unwrap_or_else(|closed| panic!("socket closed while waiting: {closed:?}"));
+            if let Some(found) = pick(&message) {
+                return found;
+            }
+            if !matches!(message, ServerMessage::Update(_)) {
+                self.skipped.push(message);
+            }
+        }
+    }
+
+    /// Wait for `Welcome` and record what it says.
+    pub async fn welcome(&mut self) {
+        let (player_id, entity_id, position, resume_token) = self
+            .until(|m| match m {
+                ServerMessage::Welcome {
+                    player_id,
+                    entity_id,
+                    position,
+                    resume_token,
+                    ..
+                } => Some((*player_id, *entity_id, *position, resume_token.clone())),
+                _ => None,
+            })
+            .await;
+        self.player_id = player_id;
+        self.entity_id = entity_id;
+        self.position = position;
+        self.resume_token = resume_token;
+    }
+
+    /// Send a move; returns its seq.
+    pub async fn move_to(&mut self, at: LonLat) -> u32 {
+        self.move_raw(at.lon, at.lat, None).await
+    }
+
+    pub async fn move_raw(&mut self, lon: f64, lat: f64, accuracy_m: Option<f32>) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.send(&ClientMessage::Move {
+            seq,
+            lon,
+            lat,
+            heading: 90.0,
+            accuracy_m,
+            fix_time_ms: None,
+        })
+        .await;
+        seq
+    }
+
+    /// Wait until an `Update` acknowledges `seq`.
+    pub async fn acked(&mut self, seq: u32) {
+        self.until(|m| match m {
+            ServerMessage::Update(u) if u.ack_seq >= seq => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
+    /// Walk to `to` in steps of `step_m` metres at `hz` moves per second, and
+    /// wait for the last move's ack.
+    pub async fn walk(&mut self, to: LonLat, step_m: f64, hz: f64) {
+        let from = self.position;
+        let total = meridian_server::world::geodesy::distance_m(from, to);
+        let steps = (total / step_m).ceil().max(1.0) as usize;
+        // Go the short way round: across ±180 the client sends longitudes
+        // past 180, which the server wraps.
+        let dlon = match to.lon - from.lon {
+            d if d > 180.0 => d - 360.0,
+            d if d < -180.0 => d + 360.0,
+            d => d,
+        };
+        let mut seq = 0;
+        for i in 1..=steps {
+            let t = i as f64 / steps as f64;
+            let p = LonLat {
+                lon: from.lon + dlon * t,
+                lat: from.lat + (to.lat - from.lat) * t,
+            };
+            seq = self.move_to(p).await;
+            tokio::time::sleep(Duration::from_secs_f64(1.0 / hz)).await;
+        }
+        self.acked(seq).await;
+        self.position = to;
+    }
+
+    /// Wait for the socket to close; returns the close code (skipping messages).
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.next().await {
+                Ok(_) => continue,
+                Err(closed) => return closed,
+            }
+        }
+    }
+}
+
+/// The close code as a number.
+pub fn code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
