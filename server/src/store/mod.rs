@@ -55,6 +55,16 @@ impl Role {
             Self::Admin => "admin",
         }
     }
+
+    /// Parse the stable name stored in `roles.name`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "player" => Some(Self::Player),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
 }
 
 /// An account.
@@ -106,6 +116,16 @@ impl MovementMode {
         match self {
             Self::Input => "input",
             Self::Gps => "gps",
+        }
+    }
+
+    /// Parse the stable name stored in `worlds.movement_mode`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "input" => Some(Self::Input),
+            "gps" => Some(Self::Gps),
+            _ => None,
         }
     }
 }

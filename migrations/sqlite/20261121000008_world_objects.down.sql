@@ -1,0 +1,1 @@
+DROP TABLE world_objects;

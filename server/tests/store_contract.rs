@@ -1,0 +1,660 @@
+//! The store contract: what every `Store` implementation must do, as one generic
+//! suite (`run_contract`) that takes a migrated store, so the PostGIS store can
+//! run exactly the same checks. Below it, the SQLite-specific checks (files,
+//! migrations, cascades) and the demo world seeding.
+//!
+//! The checks share one store and never assume it is empty: every name and id
+//! they create is fresh.
+
+use std::path::Path;
+
+use meridian_protocol::{AreaKind, LonLat};
+use meridian_server::demo;
+use meridian_server::store::{
+    now_ms, Area, Bounds, MovementMode, Role, Session, SqliteStore, Store, StoreError,
+    StoredPosition, User, WorldDef, WorldObject,
+};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// The generic suite.
+// ---------------------------------------------------------------------------
+
+/// Run every contract check against `store`, which must be migrated.
+async fn run_contract(store: &dyn Store) {
+    store.ping().await.expect("ping");
+    users_round_trip_with_roles(store).await;
+    taken_username_or_device_is_a_conflict(store).await;
+    sessions_can_be_revoked_once(store).await;
+    epochs_increase_per_user(store).await;
+    worlds_round_trip_and_names_are_unique(store).await;
+    areas_round_trip_replace_and_delete(store).await;
+    world_objects_round_trip(store).await;
+    positions_round_trip(store).await;
+    newer_position_wins_by_epoch_then_seq(store).await;
+    empty_batch_is_a_no_op(store).await;
+    batch_of_ten_thousand_in_one_call(store).await;
+    positions_of_unknown_players_do_not_fail_the_batch(store).await;
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+fn new_user(roles: Vec<Role>) -> User {
+    User {
+        id: Uuid::now_v7(),
+        username: unique("user"),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        device_hash: None,
+        roles,
+        created_at_ms: now_ms(),
+    }
+}
+
+fn new_world() -> WorldDef {
+    WorldDef {
+        id: Uuid::now_v7(),
+        name: unique("world"),
+        bounds: Bounds {
+            min_lon: 4.79,
+            min_lat: 52.31,
+            max_lon: 4.99,
+            max_lat: 52.43,
+        },
+        center: LonLat {
+            lon: 4.8932,
+            lat: 52.3731,
+        },
+        movement_mode: MovementMode::Input,
+        max_speed_mps: None,
+    }
+}
+
+async fn created_user(store: &dyn Store) -> User {
+    let user = new_user(vec![]);
+    store.create_user(&user).await.expect("create user");
+    user
+}
+
+async fn created_world(store: &dyn Store) -> WorldDef {
+    let world = new_world();
+    store.put_world(&world).await.expect("put world");
+    world
+}
+
+fn position(user: &User, world: &WorldDef, epoch: u64, seq: u64, lon: f64) -> StoredPosition {
+    StoredPosition {
+        user_id: user.id,
+        world_id: world.id,
+        position: LonLat {
+            lon,
+            lat: 52.123_456_789_012_34,
+        },
+        heading: 123.4,
+        epoch,
+        seq,
+        // Derived from the order, so that two calls describe the same position.
+        updated_at_ms: 1_700_000_000_000 + (epoch * 1_000_000 + seq) as i64,
+    }
+}
+
+async fn users_round_trip_with_roles(store: &dyn Store) {
+    let player = created_user(store).await;
+    let found = store.user_by_name(&player.username).await.unwrap();
+    let expected = User {
+        roles: vec![Role::Player],
+        ..player.clone()
+    };
+    assert_eq!(
+        found.as_ref(),
+        Some(&expected),
+        "by name, with the player role"
+    );
+    assert_eq!(
+        store.user_by_id(player.id).await.unwrap().as_ref(),
+        Some(&expected)
+    );
+
+    let admin = new_user(vec![Role::Admin]);
+    store.create_user(&admin).await.unwrap();
+    let found = store.user_by_id(admin.id).await.unwrap().unwrap();
+    assert_eq!(
+        found.roles,
+        [Role::Player, Role::Admin],
+        "player is always granted"
+    );
+
+    let guest = User {
+        password_hash: None,
+        device_hash: Some(unique("device")),
+        ..new_user(vec![])
+    };
+    store.create_user(&guest).await.unwrap();
+    let found = store
+        .user_by_device(guest.device_hash.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, guest.id);
+    assert_eq!(found.password_hash, None);
+
+    assert_eq!(store.user_by_name(&unique("nobody")).await.unwrap(), None);
+    assert_eq!(
+        store.user_by_device(&unique("nodevice")).await.unwrap(),
+        None
+    );
+    assert_eq!(store.user_by_id(Uuid::now_v7()).await.unwrap(), None);
+}
+
+async fn taken_username_or_device_is_a_conflict(store: &dyn Store) {
+    let first = created_user(store).await;
+    let same_name = User {
+        id: Uuid::now_v7(),
+        ..first.clone()
+    };
+    let err = store.create_user(&same_name).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.user_by_id(same_name.id).await.unwrap(),
+        None,
+        "nothing of the refused account remains"
+    );
+
+    let device = unique("device");
+    let guest = User {
+        device_hash: Some(device.clone()),
+        ..new_user(vec![])
+    };
+    store.create_user(&guest).await.unwrap();
+    let same_device = User {
+        device_hash: Some(device),
+        ..new_user(vec![])
+    };
+    let err = store.create_user(&same_device).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    // Named accounts all have no device; that is not a conflict.
+    created_user(store).await;
+    created_user(store).await;
+}
+
+async fn sessions_can_be_revoked_once(store: &dyn Store) {
+    let user = created_user(store).await;
+    let now = now_ms();
+    let session = Session {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        created_at_ms: now,
+        expires_at_ms: now + 3_600_000,
+        revoked: false,
+    };
+    store.create_session(&session).await.unwrap();
+    assert_eq!(
+        store.session(session.id).await.unwrap(),
+        Some(session.clone())
+    );
+
+    assert!(
+        store.revoke_session(session.id).await.unwrap(),
+        "live, so revoked now"
+    );
+    assert!(
+        !store.revoke_session(session.id).await.unwrap(),
+        "already revoked"
+    );
+    let revoked = store.session(session.id).await.unwrap().unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(revoked.expires_at_ms, session.expires_at_ms);
+
+    assert!(
+        !store.revoke_session(Uuid::now_v7()).await.unwrap(),
+        "never existed"
+    );
+    assert_eq!(store.session(Uuid::now_v7()).await.unwrap(), None);
+
+    let expired = Session {
+        id: Uuid::now_v7(),
+        expires_at_ms: now - 1,
+        ..session
+    };
+    store.create_session(&expired).await.unwrap();
+    assert!(
+        !store.revoke_session(expired.id).await.unwrap(),
+        "expired, not live"
+    );
+}
+
+async fn epochs_increase_per_user(store: &dyn Store) {
+    let a = created_user(store).await;
+    let b = created_user(store).await;
+    assert_eq!(store.next_epoch(a.id).await.unwrap(), 1);
+    assert_eq!(store.next_epoch(a.id).await.unwrap(), 2);
+    assert_eq!(
+        store.next_epoch(b.id).await.unwrap(),
+        1,
+        "independent per user"
+    );
+    assert_eq!(store.next_epoch(a.id).await.unwrap(), 3);
+
+    // Concurrent takeovers never share an epoch.
+    let takes = futures_util::future::join_all((0..20).map(|_| store.next_epoch(b.id))).await;
+    let mut epochs: Vec<u64> = takes.into_iter().map(Result::unwrap).collect();
+    epochs.sort_unstable();
+    assert_eq!(epochs, (2..=21).collect::<Vec<_>>());
+}
+
+async fn worlds_round_trip_and_names_are_unique(store: &dyn Store) {
+    let mut world = new_world();
+    world.movement_mode = MovementMode::Gps;
+    world.max_speed_mps = Some(7.5);
+    store.put_world(&world).await.unwrap();
+    let all = store.worlds().await.unwrap();
+    assert!(all.contains(&world), "{all:?}");
+
+    // Replace by id.
+    world.name = unique("renamed");
+    world.max_speed_mps = None;
+    world.bounds = Bounds {
+        min_lon: 170.0,
+        min_lat: -10.0,
+        max_lon: -170.0,
+        max_lat: 10.0,
+    };
+    store.put_world(&world).await.unwrap();
+    let all = store.worlds().await.unwrap();
+    assert!(all.contains(&world), "replaced in place");
+    assert_eq!(all.iter().filter(|w| w.id == world.id).count(), 1);
+
+    let other = WorldDef {
+        id: Uuid::now_v7(),
+        ..world.clone()
+    };
+    let err = store.put_world(&other).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+fn square(lon: f64, lat: f64, half: f64) -> geo::Polygon<f64> {
+    geo::Polygon::new(
+        geo::LineString::from(vec![
+            (lon - half, lat - half),
+            (lon + half, lat - half),
+            (lon + half, lat + half),
+            (lon - half, lat + half),
+            (lon - half, lat - half),
+        ]),
+        vec![],
+    )
+}
+
+async fn areas_round_trip_replace_and_delete(store: &dyn Store) {
+    let world = created_world(store).await;
+    let mut with_hole = square(4.89, 52.37, 0.002);
+    with_hole.interiors_push(geo::LineString::from(vec![
+        (4.8895, 52.3695),
+        (4.8905, 52.3695),
+        (4.8905, 52.3705),
+        (4.8895, 52.3695),
+    ]));
+    let kinds = [
+        AreaKind::Blocked,
+        AreaKind::SpeedLimit,
+        AreaKind::Safe,
+        AreaKind::Spawn,
+        AreaKind::Zone,
+    ];
+    let mut areas: Vec<Area> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| Area {
+            id: Uuid::now_v7(),
+            world_id: world.id,
+            name: format!("area {i}"),
+            kind,
+            geometry: geo::MultiPolygon(vec![
+                with_hole.clone(),
+                square(4.9 + i as f64 * 0.01, 52.38, 0.000_123_456_789),
+            ]),
+            properties: serde_json::json!({ "max_speed_mps": 2.0, "note": "ünïcode", "n": [1, 2] }),
+        })
+        .collect();
+    for area in &areas {
+        store.put_area(area).await.unwrap();
+    }
+    assert_eq!(
+        store.areas(world.id).await.unwrap(),
+        areas,
+        "exact geometry"
+    );
+
+    areas[0].name = "renamed".into();
+    areas[0].kind = AreaKind::Zone;
+    areas[0].geometry = geo::MultiPolygon(vec![square(4.88, 52.36, 0.001)]);
+    areas[0].properties = serde_json::json!({});
+    store.put_area(&areas[0]).await.unwrap();
+    assert_eq!(
+        store.areas(world.id).await.unwrap(),
+        areas,
+        "replaced by id"
+    );
+
+    assert!(store.delete_area(areas[1].id).await.unwrap());
+    assert!(
+        !store.delete_area(areas[1].id).await.unwrap(),
+        "already gone"
+    );
+    areas.remove(1);
+    assert_eq!(store.areas(world.id).await.unwrap(), areas);
+
+    assert_eq!(store.areas(Uuid::now_v7()).await.unwrap(), []);
+}
+
+async fn world_objects_round_trip(store: &dyn Store) {
+    let world = created_world(store).await;
+    let mut flag = WorldObject {
+        id: Uuid::now_v7(),
+        world_id: world.id,
+        kind: "flag".into(),
+        name: "Dam".into(),
+        position: LonLat {
+            lon: 4.893_212_345_678_9,
+            lat: 52.373_198_765_432_1,
+        },
+        properties: serde_json::json!({ "capture_radius_m": 20, "capture_time_ms": 5000 }),
+    };
+    store.put_world_object(&flag).await.unwrap();
+    assert_eq!(store.world_objects(world.id).await.unwrap(), [flag.clone()]);
+
+    flag.position.lon = -179.999_999_9;
+    flag.name = "moved".into();
+    store.put_world_object(&flag).await.unwrap();
+    assert_eq!(store.world_objects(world.id).await.unwrap(), [flag]);
+    assert_eq!(store.world_objects(Uuid::now_v7()).await.unwrap(), []);
+}
+
+async fn positions_round_trip(store: &dyn Store) {
+    let user = created_user(store).await;
+    let world = created_world(store).await;
+    assert_eq!(store.position(user.id, world.id).await.unwrap(), None);
+    let p = position(&user, &world, 1, 1, 4.893_212_345_678_912);
+    assert_eq!(store.save_positions(&[p]).await.unwrap(), 1);
+    assert_eq!(
+        store.position(user.id, world.id).await.unwrap(),
+        Some(p),
+        "bit-exact"
+    );
+
+    // The same player in another world is another row.
+    let elsewhere = created_world(store).await;
+    assert_eq!(store.position(user.id, elsewhere.id).await.unwrap(), None);
+}
+
+async fn newer_position_wins_by_epoch_then_seq(store: &dyn Store) {
+    let user = created_user(store).await;
+    let world = created_world(store).await;
+    let stored = |epoch, seq, lon| position(&user, &world, epoch, seq, lon);
+    let current = || store.position(user.id, world.id);
+
+    store.save_positions(&[stored(2, 10, 1.0)]).await.unwrap();
+
+    for (epoch, seq) in [(2, 9), (2, 10), (1, 11), (1, 1000)] {
+        let n = store
+            .save_positions(&[stored(epoch, seq, 9.0)])
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "({epoch}, {seq}) is not newer than (2, 10)");
+        assert_eq!(current().await.unwrap().unwrap().position.lon, 1.0);
+    }
+
+    assert_eq!(
+        store.save_positions(&[stored(2, 11, 2.0)]).await.unwrap(),
+        1
+    );
+    assert_eq!(current().await.unwrap(), Some(stored(2, 11, 2.0)));
+
+    // A new epoch (a new login) wins even though its seq starts over.
+    assert_eq!(store.save_positions(&[stored(3, 1, 3.0)]).await.unwrap(), 1);
+    let now = current().await.unwrap().unwrap();
+    assert_eq!((now.epoch, now.seq, now.position.lon), (3, 1, 3.0));
+}
+
+async fn empty_batch_is_a_no_op(store: &dyn Store) {
+    assert_eq!(store.save_positions(&[]).await.unwrap(), 0);
+}
+
+async fn batch_of_ten_thousand_in_one_call(store: &dyn Store) {
+    // 100 players in 100 worlds: 10,000 distinct rows.
+    let mut users = Vec::new();
+    let mut worlds = Vec::new();
+    for _ in 0..100 {
+        users.push(created_user(store).await);
+        worlds.push(created_world(store).await);
+    }
+    let batch: Vec<StoredPosition> = users
+        .iter()
+        .flat_map(|u| worlds.iter().map(move |w| (u, w)))
+        .enumerate()
+        .map(|(i, (u, w))| position(u, w, 1, 1, -180.0 + i as f64 * 0.0313))
+        .collect();
+    assert_eq!(batch.len(), 10_000);
+    assert_eq!(store.save_positions(&batch).await.unwrap(), 10_000);
+    for p in [batch[0], batch[4_321], batch[9_999]] {
+        assert_eq!(
+            store.position(p.user_id, p.world_id).await.unwrap(),
+            Some(p)
+        );
+    }
+
+    // Everyone moves on: all rows change again in one call.
+    let moved: Vec<StoredPosition> = batch
+        .iter()
+        .map(|p| StoredPosition { seq: 2, ..*p })
+        .collect();
+    assert_eq!(store.save_positions(&moved).await.unwrap(), 10_000);
+    assert_eq!(store.save_positions(&moved).await.unwrap(), 0, "not newer");
+}
+
+async fn positions_of_unknown_players_do_not_fail_the_batch(store: &dyn Store) {
+    // An account deleted while its position was pending must not block the
+    // positions of everyone else, now or on any retry.
+    let user = created_user(store).await;
+    let world = created_world(store).await;
+    let ghost = new_user(vec![]);
+    let batch = [
+        position(&ghost, &world, 1, 1, 4.0),
+        position(&user, &world, 1, 1, 4.0),
+    ];
+    assert_eq!(store.save_positions(&batch).await.unwrap(), 1);
+    assert!(store.position(user.id, world.id).await.unwrap().is_some());
+    assert_eq!(store.position(ghost.id, world.id).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------
+// SQLite.
+// ---------------------------------------------------------------------------
+
+async fn open_migrated(path: &Path) -> SqliteStore {
+    let store = SqliteStore::open(path).await.expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+#[tokio::test]
+async fn sqlite_store_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: open creates it.
+    let store = open_migrated(&dir.path().join("nested/data/meridian.db")).await;
+    store.migrate().await.expect("migrating twice is a no-op");
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn reopening_the_file_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meridian.db");
+    let store = open_migrated(&path).await;
+    let user = created_user(&store).await;
+    let world = created_world(&store).await;
+    let p = position(&user, &world, 4, 2, 4.9);
+    store.save_positions(&[p]).await.unwrap();
+    store.close().await;
+
+    let store = open_migrated(&path).await;
+    assert_eq!(
+        store.user_by_id(user.id).await.unwrap().unwrap().username,
+        user.username
+    );
+    assert!(store.worlds().await.unwrap().contains(&world));
+    assert_eq!(store.position(user.id, world.id).await.unwrap(), Some(p));
+}
+
+#[tokio::test]
+async fn migrations_revert_cleanly_and_reapply() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    let migrator = &meridian_server::store::sqlite::MIGRATOR;
+    migrator
+        .undo(store.pool(), 0)
+        .await
+        .expect("every down migration runs");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        Vec::<String>::new(),
+        "down migrations leave nothing behind"
+    );
+    store.migrate().await.expect("up again");
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99991231000000, 'from the future', 1, x'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Migration(m) if m.contains("99991231000000")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_account_deletes_its_positions_and_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    let user = created_user(&store).await;
+    let world = created_world(&store).await;
+    store
+        .save_positions(&[position(&user, &world, 1, 1, 4.9)])
+        .await
+        .unwrap();
+    let session = Session {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        created_at_ms: now_ms(),
+        expires_at_ms: now_ms() + 1000,
+        revoked: false,
+    };
+    store.create_session(&session).await.unwrap();
+    store.next_epoch(user.id).await.unwrap();
+
+    sqlx::query("DELETE FROM users WHERE id = ?1")
+        .bind(user.id.hyphenated())
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    assert_eq!(store.position(user.id, world.id).await.unwrap(), None);
+    assert_eq!(store.session(session.id).await.unwrap(), None);
+    for table in [
+        "player_positions",
+        "sessions",
+        "player_profiles",
+        "user_roles",
+    ] {
+        let left: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE user_id = ?1"))
+                .bind(user.id.hyphenated())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "{table} keeps nothing of a deleted account");
+    }
+}
+
+#[tokio::test]
+async fn a_closed_store_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    store.close().await;
+    let err = store.ping().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unopenable_path_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the database's directory should be.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let err = SqliteStore::open(&blocker.join("meridian.db"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The demo world.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_demo_world_is_seeded_once_with_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    demo::seed_if_empty(&store).await.unwrap();
+    demo::seed_if_empty(&store).await.unwrap();
+    let worlds = store.worlds().await.unwrap();
+    assert_eq!(worlds.len(), 1, "{worlds:?}");
+    let world = &worlds[0];
+    assert_eq!(world.name, demo::DEMO_WORLD_NAME);
+
+    let (expected_world, expected_areas, expected_objects) = demo::demo_world();
+    assert_eq!(world.center, expected_world.center);
+    assert_eq!(world.bounds, expected_world.bounds);
+    let areas = store.areas(world.id).await.unwrap();
+    assert_eq!(areas.len(), expected_areas.len());
+    for kind in [
+        AreaKind::Blocked,
+        AreaKind::SpeedLimit,
+        AreaKind::Safe,
+        AreaKind::Spawn,
+        AreaKind::Zone,
+    ] {
+        assert!(areas.iter().any(|a| a.kind == kind), "no {kind:?} area");
+    }
+    let objects = store.world_objects(world.id).await.unwrap();
+    assert_eq!(objects.len(), expected_objects.len());
+    assert!(objects.iter().all(|o| o.kind == "flag"));
+}
+
+#[tokio::test]
+async fn the_demo_world_is_not_seeded_beside_another_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    let world = created_world(&store).await;
+    demo::seed_if_empty(&store).await.unwrap();
+    assert_eq!(store.worlds().await.unwrap(), [world]);
+}
