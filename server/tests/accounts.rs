@@ -20,6 +20,7 @@ struct TestServer {
     base: String,
     auth: Arc<Auth>,
     store: Arc<dyn Store>,
+    sqlite: Arc<SqliteStore>,
     bus: Arc<LocalBus>,
     config: Config,
     http: reqwest::Client,
@@ -45,7 +46,8 @@ impl TestServer {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
+        let sqlite = Arc::new(store);
+        let store: Arc<dyn Store> = Arc::clone(&sqlite) as Arc<dyn Store>;
         let bus = Arc::new(LocalBus::default());
         let mut config = Config::for_tests(dir.path().to_owned());
         config.login_rate_per_min = login_rate_per_min;
@@ -73,6 +75,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             auth,
             store,
+            sqlite,
             bus,
             config,
             http: reqwest::Client::new(),
@@ -445,4 +448,26 @@ async fn tokens_for_dead_or_foreign_sessions_are_refused() {
         let result = server.auth.authenticate(&token_for(sub, sid)).await;
         assert!(matches!(result, Err(AuthError::InvalidToken)), "{result:?}");
     }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_503_without_database_details() {
+    let server = TestServer::start().await;
+    server.register("alice", "correct horse").await;
+    let login = server.login("alice", "correct horse").await;
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    server.sqlite.close().await;
+
+    for reply in [
+        server.login("alice", "correct horse").await,
+        server.register("bob", "battery staple").await,
+        server.post("/api/guest", json!({})).await,
+        server.logout(Some(&format!("Bearer {token}"))).await,
+    ] {
+        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        let text = reply.text.to_lowercase();
+        assert!(!text.contains("sqlite") && !text.contains("pool"), "{text}");
+    }
+    let result = server.auth.authenticate(&token).await;
+    assert!(matches!(result, Err(AuthError::Store(_))), "{result:?}");
 }
