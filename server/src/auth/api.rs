@@ -153,9 +153,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match &self {
             Self::RateLimited(limited) => {
-                // Whole seconds, rounded up so that a client waiting this long succeeds.
-                let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(limited.retry_after_secs()),
+                );
             }
             Self::InvalidToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

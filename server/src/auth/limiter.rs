@@ -10,10 +10,25 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// A request refused by the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many attempts from this address; retry in {retry_after:?}")]
+#[error("too many attempts from this address; retry in {} s", self.retry_after_secs())]
 pub struct RateLimited {
     /// How long until the next attempt would be allowed.
     pub retry_after: Duration,
+}
+
+impl RateLimited {
+    /// The wait in whole seconds (at least one), rounded up so that a client
+    /// that waits this long succeeds; the value of a `Retry-After` header.
+    #[must_use]
+    pub fn retry_after_secs(&self) -> u64 {
+        let whole = self.retry_after.as_secs();
+        let rounded = if self.retry_after.subsec_nanos() > 0 {
+            whole + 1
+        } else {
+            whole
+        };
+        rounded.max(1)
+    }
 }
 
 /// A token bucket per client address: `per_minute` attempts, refilled evenly
@@ -99,6 +114,8 @@ mod tests {
         let refused = limiter.check(a).unwrap_err();
         assert!(refused.retry_after > Duration::ZERO);
         assert!(refused.retry_after <= Duration::from_secs(20), "{refused}");
+        assert!((1..=20).contains(&refused.retry_after_secs()));
+        assert!(refused.to_string().ends_with(" s"), "{refused}");
         limiter.check(b).unwrap();
         assert_eq!(limiter.len(), 2);
     }
