@@ -566,3 +566,166 @@ impl Client {
 pub fn code(code: CloseCode) -> u16 {
     u16::from(code)
 }
+
+impl Client {
+    /// Number this client's moves on from `last_seq`, as a client that resumes
+    /// its session does with the seqs it sent on the old socket.
+    pub fn continue_seq(&mut self, last_seq: u32) {
+        self.next_seq = last_seq + 1;
+    }
+
+    /// The seq of the last move this client sent (0 before any).
+    pub fn last_seq(&self) -> u32 {
+        self.next_seq - 1
+    }
+}
+
+/// A free loopback port (bound and released, so a child process can take it).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The real `meridian serve` binary running as a child process, so tests can
+/// signal it (SIGTERM, SIGKILL) like an orchestrator would.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub game: SocketAddr,
+    pub ops: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl ServerProcess {
+    /// Start `meridian serve` on `dir` (which must already hold the worlds) on
+    /// free loopback ports, and wait until `/healthz` answers.
+    pub async fn start(dir: &Path, flush_interval: Duration) -> Self {
+        let (game, ops) = (free_addr(), free_addr());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .arg("serve")
+            .env_remove("MERIDIAN_CONFIG")
+            .env("DATA_DIR", dir)
+            .env("GAME_ADDR", game.to_string())
+            .env("OPS_ADDR", ops.to_string())
+            .env("JWT_SECRET", "process-test-secret-0123456789abcdef")
+            .env("FLUSH_INTERVAL_MS", flush_interval.as_millis().to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("the meridian binary starts");
+        let mut server = Self {
+            child,
+            game,
+            ops,
+            http: reqwest::Client::new(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("meridian serve exited during startup: {status}");
+            }
+            let healthy = server
+                .http
+                .get(format!("http://{ops}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                return server;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "meridian serve never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Register (if needed) and log in an account; returns (user id, access token).
+    pub async fn login(&self, username: &str) -> (Uuid, String) {
+        let credentials =
+            serde_json::json!({ "username": username, "password": "a-good-password" });
+        let url = |path: &str| format!("http://{}{path}", self.game);
+        let status = self
+            .http
+            .post(url("/api/register"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(
+            status == 201 || status == 409,
+            "register {username}: {status}"
+        );
+        let response = self
+            .http
+            .post(url("/api/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "login {username}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
+        (user_id, body["token"].as_str().unwrap().to_owned())
+    }
+
+    /// GET a path on the ops port; returns (status, body).
+    pub async fn ops_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.ops))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// SIGKILL the process (no chance to flush) and reap it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Send SIGTERM, as an orchestrator does before stopping a container.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Wait for the process to exit on its own; panics after `within`.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "meridian serve did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
