@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{frames, reader, writer, Gateway, AUTH_TIMEOUT};
 use crate::auth::{AuthError, Identity};
@@ -92,6 +92,7 @@ pub async fn serve(
         }
     };
     let update_hz = Arc::new(AtomicU8::new(gateway.settings.tick_hz));
+    let room = Arc::new(Notify::new());
     let writer = writer::run(writer::Writer {
         sink,
         outbox,
@@ -102,6 +103,7 @@ pub async fn serve(
         view: gateway.settings.view,
         tick_hz: gateway.settings.tick_hz,
         update_hz: Arc::clone(&update_hz),
+        room: Arc::clone(&room),
     });
     let reader = reader::run(reader::Reader {
         stream,
@@ -111,6 +113,7 @@ pub async fn serve(
         encoding,
         settings: gateway.settings.clone(),
         update_hz,
+        room,
     });
     tokio::join!(writer, reader);
     // The tick keeps the player for the resume grace period, unless it already

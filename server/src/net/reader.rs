@@ -1,21 +1,35 @@
 //! The reading half of a joined connection: frames in, limits enforced, inputs
 //! forwarded to the tick. Answers that need no world (pongs, errors) go out
 //! through the connection's outbox.
+//!
+//! The reader never fills the outbox: the tick `try_send`s into it and closes
+//! a client whose outbox is full as too slow, so a burst of pings answered
+//! faster than the writer sends them would otherwise turn into a `TooSlow`
+//! kick. When fewer than `TICK_HEADROOM` slots are free the reader waits for
+//! the writer and stops reading the socket meanwhile, which pushes back on a
+//! flooding client through TCP instead of dropping its answers.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::limiter::Limiter;
 use super::NetSettings;
 use crate::store::now_ms;
 use crate::world::{Command, ConnLink, Input};
+
+/// Outbox slots the reader leaves free for the tick's messages (corrections,
+/// area events, kicks), of `world::link::OUTBOX_CAPACITY`.
+const TICK_HEADROOM: usize = 16;
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// What the reader needs.
 pub struct Reader {
@@ -33,10 +47,30 @@ pub struct Reader {
     pub settings: NetSettings,
     /// Shared with the writer: the client's chosen update rate.
     pub update_hz: Arc<AtomicU8>,
+    /// Notified by the writer each time it takes a message from the outbox.
+    pub room: Arc<Notify>,
 }
 
 /// Read until the client closes, breaks a limit, or the connection is closed.
 pub async fn run(mut reader: Reader) {
+    read(&mut reader).await;
+    if reader.link.closer.is_closed() {
+        // The server is closing. Read on, discarding, until the client answers
+        // the writer's close frame: closing a socket with unread input makes
+        // the kernel reset the connection, and a client still sending (a
+        // flood) would lose the `Kicked` and the close frame before it.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = reader.stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn read(reader: &mut Reader) {
     let mut limiter = Limiter::new(reader.settings.client_msg_rate, Instant::now());
     let closer = Arc::clone(&reader.link.closer);
     loop {
@@ -47,7 +81,7 @@ pub async fn run(mut reader: Reader) {
         };
         let frame = match next {
             Err(_) => {
-                reader.link.send(kicked(KickReason::Idle));
+                reply(reader, kicked(KickReason::Idle)).await;
                 closer.close(close::IDLE, "idle timeout");
                 return;
             }
@@ -55,13 +89,17 @@ pub async fn run(mut reader: Reader) {
             Ok(Some(Err(err))) => {
                 // tungstenite refuses frames over the limit before we see them.
                 if is_too_big(&err) {
-                    reader.link.send(error(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "frames are limited to {} bytes",
-                            meridian_protocol::limits::MAX_FRAME_BYTES
+                    reply(
+                        reader,
+                        error(
+                            ErrorCode::TooLarge,
+                            format!(
+                                "frames are limited to {} bytes",
+                                meridian_protocol::limits::MAX_FRAME_BYTES
+                            ),
                         ),
-                    ));
+                    )
+                    .await;
                     closer.close(close::TOO_BIG, "frame too large");
                 } else {
                     tracing::debug!(error = %err, "socket read failed");
@@ -78,11 +116,13 @@ pub async fn run(mut reader: Reader) {
             (Message::Close(_), _) => return,
             _ => {
                 if refuse(
-                    &reader.link,
+                    reader,
                     &mut limiter,
                     ErrorCode::WrongFrameType,
                     "this socket's subprotocol uses the other frame type".into(),
-                ) {
+                )
+                .await
+                {
                     return;
                 }
                 continue;
@@ -90,14 +130,16 @@ pub async fn run(mut reader: Reader) {
         };
         if !limiter.allow(Instant::now()) {
             if refuse(
-                &reader.link,
+                reader,
                 &mut limiter,
                 ErrorCode::RateLimited,
                 format!(
                     "at most {} messages per second",
                     reader.settings.client_msg_rate
                 ),
-            ) {
+            )
+            .await
+            {
                 return;
             }
             continue;
@@ -105,7 +147,7 @@ pub async fn run(mut reader: Reader) {
         let message = match reader.encoding.decode_client(&bytes) {
             Ok(message) => message,
             Err(err) => {
-                if refuse(&reader.link, &mut limiter, err.code(), err.to_string()) {
+                if refuse(reader, &mut limiter, err.code(), err.to_string()).await {
                     return;
                 }
                 continue;
@@ -128,10 +170,13 @@ pub async fn run(mut reader: Reader) {
             },
             ClientMessage::AckCorrection { id } => Input::AckCorrection { id },
             ClientMessage::Ping { client_time_ms } => {
-                reader.link.send(ServerMessage::Pong {
+                let pong = ServerMessage::Pong {
                     client_time_ms,
                     server_time_ms: now_ms() as u64,
-                });
+                };
+                if !reply(reader, pong).await {
+                    return;
+                }
                 continue;
             }
             ClientMessage::SetUpdateRate { hz } => {
@@ -142,11 +187,13 @@ pub async fn run(mut reader: Reader) {
             }
             ClientMessage::Hello { .. } => {
                 if refuse(
-                    &reader.link,
+                    reader,
                     &mut limiter,
                     ErrorCode::UnexpectedMessage,
                     "already authenticated".into(),
-                ) {
+                )
+                .await
+                {
                     return;
                 }
                 continue;
@@ -159,26 +206,41 @@ pub async fn run(mut reader: Reader) {
         };
         if reader.commands.try_send(command).is_err() {
             // The tick is saturated: shed this input rather than queue without bound.
-            reader.link.send(error(
-                ErrorCode::ServerBusy,
-                "input dropped, server busy".into(),
-            ));
+            reply(
+                reader,
+                error(ErrorCode::ServerBusy, "input dropped, server busy".into()),
+            )
+            .await;
         }
     }
 }
 
 /// Tell the client why a frame was refused; returns true if it has now been
-/// disconnected for sending too many refused frames.
-fn refuse(link: &ConnLink, limiter: &mut Limiter, code: ErrorCode, message: String) -> bool {
-    let abusive = limiter.refuse(Instant::now());
-    if abusive {
-        link.send(kicked(KickReason::ProtocolAbuse));
-        link.closer
+/// disconnected for sending too many refused frames (or the connection closed).
+async fn refuse(reader: &Reader, limiter: &mut Limiter, code: ErrorCode, message: String) -> bool {
+    if limiter.refuse(Instant::now()) {
+        reply(reader, kicked(KickReason::ProtocolAbuse)).await;
+        reader
+            .link
+            .closer
             .close(close::PROTOCOL_ABUSE, "too many refused frames");
-    } else {
-        link.send(error(code, message));
+        return true;
     }
-    abusive
+    !reply(reader, error(code, message)).await
+}
+
+/// Queue an answer to the client once the outbox has room for it and for the
+/// tick's messages (see the module comment). False if the connection closed.
+async fn reply(reader: &Reader, message: ServerMessage) -> bool {
+    let link = &reader.link;
+    while link.outbox.capacity() <= TICK_HEADROOM {
+        tokio::select! {
+            () = reader.room.notified() => {}
+            () = link.closer.closed() => return false,
+        }
+    }
+    // Only the tick competes for the free slots, and it leaves most of them.
+    link.send(message)
 }
 
 fn error(code: ErrorCode, message: String) -> ServerMessage {

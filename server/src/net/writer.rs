@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures_util::SinkExt;
 use meridian_protocol::{close, Encoding};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::connection::{close_frame, Sink};
@@ -43,6 +43,8 @@ pub struct Writer {
     pub tick_hz: u8,
     /// The client's chosen update rate.
     pub update_hz: Arc<AtomicU8>,
+    /// Told each time a message leaves the outbox (the reader waits on it).
+    pub room: Arc<Notify>,
 }
 
 /// Write until the connection closes or the client stops reading.
@@ -58,6 +60,7 @@ pub async fn run(mut w: Writer) {
             biased;
             () = w.closer.closed() => break false,
             Some(Outgoing::Message(message)) = w.outbox.recv() => {
+                w.room.notify_one();
                 if !send(&mut w.sink, &w.closer, frames::encode(w.encoding, &message)).await {
                     break true;
                 }

@@ -729,3 +729,68 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+impl TestServer {
+    /// Log in as a guest: no password hashing, so it is fast enough for tests
+    /// that need many accounts. The same `device_id` logs into the same account
+    /// again with a new session. Returns (user id, access token).
+    pub async fn guest(&self, device_id: Option<&str>) -> (Uuid, String) {
+        let body = match device_id {
+            Some(device_id) => serde_json::json!({ "device_id": device_id }),
+            None => serde_json::json!({}),
+        };
+        let (status, body) = self.post("/api/guest", body).await;
+        assert_eq!(status, 200, "guest login: {body}");
+        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
+        (user_id, body["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A new guest placed at `at` in `world`, connected by header and welcomed.
+    pub async fn guest_player(&self, world: &str, at: LonLat, encoding: Encoding) -> Client {
+        let (user_id, token) = self.guest(None).await;
+        self.place(user_id, world, at).await;
+        let mut client = Client::connect(self.game, encoding, Some(&token), Some(world))
+            .await
+            .unwrap();
+        client.welcome().await;
+        client
+    }
+
+    /// POST to the game port with `Authorization: Bearer <token>` and no body;
+    /// returns the status.
+    pub async fn post_bearer(&self, path: &str, token: &str) -> u16 {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+impl Client {
+    /// Like `next`, but waiting up to `within` (for timeouts longer than `WAIT`).
+    pub async fn next_within(&mut self, within: Duration) -> Result<ServerMessage, Closed> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .expect("no message from the server in time");
+            let bytes = match frame {
+                Some(Ok(Message::Binary(b))) => b.to_vec(),
+                Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Closed::Code(frame.map_or(1005, |f| u16::from(f.code))))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Closed::Dropped),
+            };
+            return Ok(self
+                .encoding
+                .decode_server(&bytes)
+                .expect("server frames decode"));
+        }
+    }
+}
