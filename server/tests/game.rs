@@ -476,3 +476,30 @@ async fn visibility_and_movement_work_across_the_antimeridian_and_near_a_pole() 
     p.acked(seq).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_closes_normally_leaves_at_once() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = TestServer::start().await;
+    let mut a = server
+        .player("stay_a", "arena", CENTER, Encoding::Bincode)
+        .await;
+    let mut b = server
+        .player("bye_b", "arena", offset(CENTER, 0.0, 10.0), Encoding::Json)
+        .await;
+    sees(&mut a, b.entity_id).await;
+    let closed_at = tokio::time::Instant::now();
+    b.socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    // Well before the 20 s resume grace period.
+    loses(&mut a, b.entity_id).await;
+    assert!(closed_at.elapsed() < Duration::from_secs(2));
+    server.stop().await;
+}

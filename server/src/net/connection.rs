@@ -115,14 +115,16 @@ pub async fn serve(
         update_hz,
         room,
     });
-    tokio::join!(writer, reader);
-    // The tick keeps the player for the resume grace period, unless it already
-    // removed it (kick) or another connection took it over (conn_id differs).
+    let ((), end) = tokio::join!(writer, reader);
+    // A dropped player stays for the resume grace period, one who closed
+    // normally leaves now; unless the tick already removed it (kick) or
+    // another connection took it over (conn_id differs).
     let _ = world
         .commands
         .send(Command::Disconnected {
             entity: joined.entity,
             conn_id,
+            leave: end == reader::End::Left,
         })
         .await;
 }

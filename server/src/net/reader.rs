@@ -51,9 +51,18 @@ pub struct Reader {
     pub room: Arc<Notify>,
 }
 
+/// How reading ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed with code 1000: it is leaving the game.
+    Left,
+    /// Anything else (a drop, a kick, a limit): the player may resume.
+    Dropped,
+}
+
 /// Read until the client closes, breaks a limit, or the connection is closed.
-pub async fn run(mut reader: Reader) {
-    read(&mut reader).await;
+pub async fn run(mut reader: Reader) -> End {
+    let end = read(&mut reader).await;
     if reader.link.closer.is_closed() {
         // The server is closing. Read on, discarding, until the client answers
         // the writer's close frame: closing a socket with unread input makes
@@ -67,25 +76,31 @@ pub async fn run(mut reader: Reader) {
             }
         })
         .await;
+    } else {
+        // The client closed or vanished: stop the writer too, which would
+        // otherwise only notice on its next send, perhaps never if nothing
+        // near the player changes.
+        reader.link.closer.close(close::NORMAL, "");
     }
+    end
 }
 
-async fn read(reader: &mut Reader) {
+async fn read(reader: &mut Reader) -> End {
     let mut limiter = Limiter::new(reader.settings.client_msg_rate, Instant::now());
     let closer = Arc::clone(&reader.link.closer);
     loop {
         let next = tokio::select! {
             biased;
-            () = closer.closed() => return,
+            () = closer.closed() => return End::Dropped,
             next = tokio::time::timeout(reader.settings.idle_timeout, reader.stream.next()) => next,
         };
         let frame = match next {
             Err(_) => {
                 reply(reader, kicked(KickReason::Idle)).await;
                 closer.close(close::IDLE, "idle timeout");
-                return;
+                return End::Dropped;
             }
-            Ok(None) => return,
+            Ok(None) => return End::Dropped,
             Ok(Some(Err(err))) => {
                 // tungstenite refuses frames over the limit before we see them.
                 if is_too_big(&err) {
@@ -105,7 +120,7 @@ async fn read(reader: &mut Reader) {
                     tracing::debug!(error = %err, "socket read failed");
                     closer.close(1002, "protocol error");
                 }
-                return;
+                return End::Dropped;
             }
             Ok(Some(Ok(frame))) => frame,
         };
@@ -113,7 +128,12 @@ async fn read(reader: &mut Reader) {
             (Message::Text(text), true) => bytes::Bytes::from(text),
             (Message::Binary(data), false) => data,
             (Message::Ping(_) | Message::Pong(_), _) => continue,
-            (Message::Close(_), _) => return,
+            (Message::Close(frame), _) => {
+                return match frame {
+                    Some(frame) if frame.code == close::NORMAL => End::Left,
+                    _ => End::Dropped,
+                }
+            }
             _ => {
                 if refuse(
                     reader,
@@ -123,7 +143,7 @@ async fn read(reader: &mut Reader) {
                 )
                 .await
                 {
-                    return;
+                    return End::Dropped;
                 }
                 continue;
             }
@@ -140,7 +160,7 @@ async fn read(reader: &mut Reader) {
             )
             .await
             {
-                return;
+                return End::Dropped;
             }
             continue;
         }
@@ -148,7 +168,7 @@ async fn read(reader: &mut Reader) {
             Ok(message) => message,
             Err(err) => {
                 if refuse(reader, &mut limiter, err.code(), err.to_string()).await {
-                    return;
+                    return End::Dropped;
                 }
                 continue;
             }
@@ -175,7 +195,7 @@ async fn read(reader: &mut Reader) {
                     server_time_ms: now_ms() as u64,
                 };
                 if !reply(reader, pong).await {
-                    return;
+                    return End::Dropped;
                 }
                 continue;
             }
@@ -194,7 +214,7 @@ async fn read(reader: &mut Reader) {
                 )
                 .await
                 {
-                    return;
+                    return End::Dropped;
                 }
                 continue;
             }

@@ -36,12 +36,15 @@ pub enum Command {
         /// What the player did.
         input: Input,
     },
-    /// A player's socket closed; the player stays for the resume grace period.
+    /// A player's socket closed. A dropped player stays for the resume grace
+    /// period; one that closed normally (`leave`) is removed at once.
     Disconnected {
         /// The player's entity id.
         entity: u32,
         /// The connection that closed.
         conn_id: u64,
+        /// The client closed with code 1000 (leaving, not dropped).
+        leave: bool,
     },
     /// An event from the bus that every shard applies.
     Control(ControlEvent),

@@ -249,12 +249,19 @@ impl World {
                     }
                 }
             }
-            Command::Disconnected { entity, conn_id } => {
+            Command::Disconnected {
+                entity,
+                conn_id,
+                leave,
+            } => {
                 if let Some(player) = self.player_mut(entity) {
                     if player.link.as_ref().is_some_and(|l| l.conn_id == conn_id) {
                         player.link = None;
                         player.detached_at = Some(now);
                         player.inputs.clear();
+                        if leave {
+                            self.remove(entity & SLOT_MASK, None);
+                        }
                     }
                 }
             }
