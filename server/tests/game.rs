@@ -479,7 +479,6 @@ async fn visibility_and_movement_work_across_the_antimeridian_and_near_a_pole() 
 
 #[tokio::test]
 async fn a_client_that_closes_normally_leaves_at_once() {
-    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     let server = TestServer::start().await;
