@@ -340,10 +340,10 @@ async fn sigkill_loses_at_most_one_flush_interval_and_sigterm_loses_nothing() {
 async fn a_client_that_resumes_within_the_grace_period_stays_the_same_player() {
     let server = TestServer::start().await;
     let mut a = server
-        .player("stayer", "arena", CENTER, Encoding::Bincode)
+        .player("stayer", "fast", CENTER, Encoding::Bincode)
         .await;
     let mut b = server
-        .player("roamer", "arena", offset(CENTER, 0.0, 50.0), Encoding::Json)
+        .player("roamer", "fast", offset(CENTER, 0.0, 50.0), Encoding::Json)
         .await;
     a.until(|m| match m {
         ServerMessage::Update(u) if u.entered.iter().any(|e| e.state.id == b.entity_id) => Some(()),
@@ -363,15 +363,9 @@ async fn a_client_that_resumes_within_the_grace_period_stays_the_same_player() {
     drop(b);
     let mut seen_by_a = updates_for(&mut a, Duration::from_millis(500)).await;
 
-    // Within the grace period, the resume token alone brings B back.
-    let mut b = Client::hello(
-        server.game,
-        Encoding::Json,
-        "",
-        Some("arena"),
-        Some(&old_token),
-    )
-    .await;
+    // Within the grace period, the resume token alone brings B back, even
+    // without naming its world (not the shard's default one).
+    let mut b = Client::hello(server.game, Encoding::Json, "", None, Some(&old_token)).await;
     b.welcome().await;
     assert_eq!(b.player_id, player_id, "same account");
     assert_eq!(b.entity_id, entity_id, "same entity");
@@ -389,14 +383,7 @@ async fn a_client_that_resumes_within_the_grace_period_stays_the_same_player() {
     b.acked(seq).await;
 
     // The old token was used up.
-    let mut thief = Client::hello(
-        server.game,
-        Encoding::Bincode,
-        "",
-        Some("arena"),
-        Some(&old_token),
-    )
-    .await;
+    let mut thief = Client::hello(server.game, Encoding::Bincode, "", None, Some(&old_token)).await;
     resume_refused(&mut thief).await;
     let seq = b.move_to(offset(CENTER, 0.0, 57.0)).await;
     b.acked(seq).await;

@@ -161,6 +161,40 @@ async fn establish(
             (identity, hello_world.or(world), resume)
         }
     };
+    let (link, outbox) = ConnLink::new(conn_id);
+    if let Some(token) = resume {
+        // A resume token alone identifies the player: look in the named world,
+        // or in every world of this shard (there are few) when none is named.
+        let candidates: Vec<WorldHandle> = match &world_name {
+            Some(name) => gateway.worlds.get(name).cloned().into_iter().collect(),
+            None => gateway.worlds.values().cloned().collect(),
+        };
+        for world in candidates {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Resume {
+                token: token.clone(),
+                link: link.clone(),
+                reply,
+            };
+            if let Ok(joined) = ask(&world, command, answer).await? {
+                return Ok(Joining {
+                    world,
+                    joined,
+                    link,
+                    outbox,
+                });
+            }
+        }
+        // Past the grace period: a valid token in the same Hello logs in afresh.
+        if identity.is_none() {
+            return Err(Refusal::new(
+                ErrorCode::ResumeFailed,
+                JoinError::ResumeFailed.to_string(),
+                close::AUTH_FAILED,
+                "resume failed",
+            ));
+        }
+    }
     let name = world_name.unwrap_or_else(|| gateway.default_world.clone());
     let world = gateway.worlds.get(&name).cloned().ok_or_else(|| {
         Refusal::new(
@@ -170,35 +204,6 @@ async fn establish(
             "unknown world",
         )
     })?;
-    let (link, outbox) = ConnLink::new(conn_id);
-    if let Some(token) = resume {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Resume {
-            token,
-            link: link.clone(),
-            reply,
-        };
-        match ask(&world, command, answer).await? {
-            Ok(joined) => {
-                return Ok(Joining {
-                    world,
-                    joined,
-                    link,
-                    outbox,
-                })
-            }
-            // Past the grace period: a valid token in the same Hello logs in afresh.
-            Err(JoinError::ResumeFailed) if identity.is_some() => {}
-            Err(err) => {
-                return Err(Refusal::new(
-                    ErrorCode::ResumeFailed,
-                    err.to_string(),
-                    close::AUTH_FAILED,
-                    "resume failed",
-                ))
-            }
-        }
-    }
     let identity = identity.ok_or_else(Refusal::unauthenticated)?;
     let store_error = |err: crate::store::StoreError| {
         tracing::warn!(error = %err, "cannot load a joining player");
