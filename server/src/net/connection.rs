@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -340,6 +340,3 @@ async fn read_hello(
         };
     }
 }
-
-/// The sink half of a socket.
-pub type Sink = SplitSink<WebSocket, Message>;

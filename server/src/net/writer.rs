@@ -15,7 +15,7 @@ use meridian_protocol::{close, Encoding};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use super::connection::{close_frame, Sink};
+use super::connection::close_frame;
 use super::{frames, WRITE_TIMEOUT};
 use crate::world::interest::{Delta, Interest, View};
 use crate::world::{Closer, Outgoing, Snapshot};
@@ -23,10 +23,11 @@ use crate::world::{Closer, Outgoing, Snapshot};
 /// How long the final messages and close frame may take on a closing socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the writer needs.
-pub struct Writer {
+/// What the writer needs. `S` is the socket's sending half (generic so the
+/// writer can be tested over an in-memory pipe).
+pub struct Writer<S> {
     /// Frames to the client.
-    pub sink: Sink,
+    pub sink: S,
     /// Messages for this client alone.
     pub outbox: mpsc::Receiver<Outgoing>,
     /// Closes the connection.
@@ -48,7 +49,10 @@ pub struct Writer {
 }
 
 /// Write until the connection closes or the client stops reading.
-pub async fn run(mut w: Writer) {
+pub async fn run<S>(mut w: Writer<S>)
+where
+    S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
+{
     let mut interest = Interest::default();
     let mut delta = Delta::default();
     let mut last_ack = 0u32;
@@ -114,7 +118,10 @@ pub async fn run(mut w: Writer) {
 }
 
 /// Send one frame; false if the socket failed or stayed blocked too long.
-async fn send(sink: &mut Sink, closer: &Closer, frame: Message) -> bool {
+async fn send<S>(sink: &mut S, closer: &Closer, frame: Message) -> bool
+where
+    S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
+{
     match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => {
@@ -125,5 +132,186 @@ async fn send(sink: &mut Sink, closer: &Closer, frame: Message) -> bool {
             closer.close(close::TOO_SLOW, "client too slow");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer over a real WebSocket codec on a small bounded pipe, fed by
+    //! a real world tick: what a client that stops reading costs the server.
+
+    use std::time::Instant as StdInstant;
+
+    use futures_util::{future, StreamExt};
+    use meridian_protocol::{LonLat, ServerMessage};
+    use tokio_tungstenite::tungstenite::{self, protocol::Role};
+    use tokio_tungstenite::WebSocketStream;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::{Bounds, MovementMode, PendingPositions, StoredPosition, WorldDef};
+    use crate::world::{Command, ConnLink, Input, JoinRequest, Settings, World};
+
+    /// Bytes the pipe between server and client holds, standing in for the
+    /// kernel's socket buffers.
+    const PIPE_BYTES: usize = 16 * 1024;
+    const NEIGHBOURS: usize = 30;
+    const STALLED_TICKS: u64 = 600;
+
+    fn to_tungstenite(message: Message) -> tungstenite::Message {
+        match message {
+            Message::Binary(b) => tungstenite::Message::Binary(b),
+            Message::Text(t) => tungstenite::Message::Text(t.as_str().into()),
+            Message::Close(frame) => {
+                tungstenite::Message::Close(frame.map(|f| tungstenite::protocol::CloseFrame {
+                    code: f.code.into(),
+                    reason: f.reason.as_str().into(),
+                }))
+            }
+            Message::Ping(p) => tungstenite::Message::Ping(p),
+            Message::Pong(p) => tungstenite::Message::Pong(p),
+        }
+    }
+
+    fn at(i: usize) -> LonLat {
+        LonLat {
+            lon: 0.0002 * (i % 6) as f64,
+            lat: 0.0002 * (i / 6) as f64,
+        }
+    }
+
+    fn join(world: &mut World, i: usize, link: ConnLink, now: StdInstant) -> u32 {
+        let user_id = Uuid::from_u128(i as u128 + 1);
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        let stored = StoredPosition {
+            user_id,
+            world_id: Uuid::nil(),
+            position: at(i),
+            heading: 0.0,
+            epoch: 0,
+            seq: 0,
+            updated_at_ms: 0,
+        };
+        let request = JoinRequest {
+            user_id,
+            session_id: Uuid::now_v7(),
+            name: format!("p{i}"),
+            epoch: 1,
+            stored: Some(stored),
+            link,
+        };
+        world.tick(now, vec![Command::Join { request, reply }]);
+        answer.try_recv().unwrap().unwrap().entity
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_gets_current_state_not_a_backlog() {
+        let def = WorldDef {
+            id: Uuid::nil(),
+            name: "w".into(),
+            bounds: Bounds::WORLD,
+            center: at(0),
+            movement_mode: MovementMode::Input,
+            max_speed_mps: Some(1000.0),
+        };
+        let settings = Settings {
+            shard_id: "s".into(),
+            tick_hz: 20,
+            view: View::new(150.0, 64),
+            default_speed_mps: 1000.0,
+            resume_grace: Duration::from_secs(20),
+        };
+        let mut world = World::new(def, &[], settings, Arc::new(PendingPositions::default()));
+        let mut now = StdInstant::now();
+        let (link, outbox) = ConnLink::new(1);
+        let me = join(&mut world, 0, link.clone(), now);
+        let neighbours: Vec<u32> = (1..=NEIGHBOURS)
+            .map(|i| join(&mut world, i, ConnLink::new(i as u64 + 1).0, now))
+            .collect();
+
+        let (server_io, client_io) = tokio::io::duplex(PIPE_BYTES);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let sink = server
+            .sink_map_err(axum::Error::new)
+            .with(|m: Message| future::ready(Ok::<_, axum::Error>(to_tungstenite(m))));
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let writer = tokio::spawn(run(Writer {
+            sink: Box::pin(sink),
+            outbox,
+            closer: Arc::clone(&link.closer),
+            snapshots: world.subscribe(),
+            me,
+            encoding: Encoding::Bincode,
+            view: View::new(150.0, 64),
+            tick_hz: 20,
+            update_hz: Arc::new(AtomicU8::new(20)),
+            room: Arc::new(Notify::new()),
+        }));
+
+        // The client reads nothing while every neighbour moves every tick.
+        let mut seq = 0;
+        for _ in 0..STALLED_TICKS {
+            seq += 1;
+            now += Duration::from_millis(50);
+            let moves = neighbours
+                .iter()
+                .enumerate()
+                .map(|(i, &entity)| Command::Input {
+                    entity,
+                    conn_id: i as u64 + 2,
+                    input: Input::Move {
+                        seq,
+                        lon: at(i + 1).lon,
+                        // 1 cm a tick: every neighbour stays well inside the view.
+                        lat: at(i + 1).lat + f64::from(seq) * 1e-7,
+                        heading: 0.0,
+                        accuracy_m: None,
+                    },
+                })
+                .collect();
+            world.tick(now, moves);
+            tokio::task::yield_now().await;
+        }
+        let last = world.subscribe().borrow().tick;
+
+        // Now it reads until the writer has nothing more to say.
+        let mut frames = 0u64;
+        let mut bytes = 0usize;
+        let mut newest = std::collections::HashMap::new();
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_millis(300), client.next()).await
+        {
+            frames += 1;
+            let data = frame.into_data();
+            bytes += data.len();
+            let message = Encoding::Bincode.decode_server(&data).unwrap();
+            if let ServerMessage::Update(update) = message {
+                for e in &update.entered {
+                    newest.insert(e.state.id, (update.tick, e.state));
+                }
+                for s in &update.moved {
+                    newest.insert(s.id, (update.tick, *s));
+                }
+                assert!(update.left.is_empty(), "every neighbour stays in view");
+            }
+        }
+        // Everything it was sent fitted in the pipe, plus the frame the writer
+        // was blocked on and one fresh update: what a stalled client costs is
+        // bounded by the buffers, not by how long it stalls. (Queueing every
+        // tick would have sent ten times as much.)
+        assert!(
+            bytes <= PIPE_BYTES + 4 * 1024 && frames < STALLED_TICKS / 5,
+            "{frames} frames, {bytes} bytes after {STALLED_TICKS} stalled ticks"
+        );
+        // And the last thing it learnt of every neighbour is its current state.
+        assert_eq!(newest.len(), NEIGHBOURS);
+        let snapshot = world.subscribe().borrow().clone();
+        for &entity in &neighbours {
+            let (tick, state) = newest[&entity];
+            assert_eq!(tick, last, "stale update for {entity}");
+            assert_eq!(state, snapshot.entity(entity).unwrap().state);
+        }
+        link.closer.close(close::NORMAL, "");
+        writer.await.unwrap();
     }
 }
