@@ -249,9 +249,7 @@ mod tests {
         }));
 
         // The client reads nothing while every neighbour moves every tick.
-        let mut seq = 0;
-        for _ in 0..STALLED_TICKS {
-            seq += 1;
+        for seq in 1..=STALLED_TICKS as u32 {
             now += Duration::from_millis(50);
             let moves = neighbours
                 .iter()
