@@ -7,14 +7,16 @@
 //! millisecond and leaves an immutable structure that connection tasks can
 //! query in parallel from the published snapshot.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
-/// One indexed entity: its slot in the snapshot and its metric position.
+/// One indexed entity: its slot in the snapshot and its metric position, kept
+/// here too so that a query reads one cell's entries sequentially and never
+/// touches the snapshot for entities out of range.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     cell: u64,
     slot: u32,
+    pos: [f64; 3],
 }
 
 /// An immutable grid over Earth-centred coordinates.
@@ -24,8 +26,9 @@ pub struct Grid {
     cell_m: f64,
     /// Entries sorted by cell.
     entries: Vec<Entry>,
-    /// Where each non-empty cell's entries are in `entries`.
-    cells: HashMap<u64, Range<u32>>,
+    /// Where each non-empty cell's entries are in `entries`. Keys are cell
+    /// numbers, not attacker-chosen strings, so a fast non-keyed hash is safe.
+    cells: foldhash::HashMap<u64, Range<u32>>,
 }
 
 /// Pack a cell's three integer coordinates into one key, 21 bits each. With
@@ -52,13 +55,17 @@ impl Grid {
     pub fn build(cell_m: f64, points: impl Iterator<Item = (u32, [f64; 3])>) -> Self {
         let cell_m = cell_m.max(Self::MIN_CELL_M);
         let mut entries: Vec<Entry> = points
-            .map(|(slot, p)| Entry {
-                cell: key(cell_of(cell_m, p)),
+            .map(|(slot, pos)| Entry {
+                cell: key(cell_of(cell_m, pos)),
                 slot,
+                pos,
             })
             .collect();
         entries.sort_unstable_by_key(|e| e.cell);
-        let mut cells = HashMap::with_capacity(entries.len() / 2 + 1);
+        let mut cells = foldhash::HashMap::with_capacity_and_hasher(
+            entries.len() / 2 + 1,
+            foldhash::fast::RandomState::default(),
+        );
         let mut start = 0usize;
         for i in 1..=entries.len() {
             if i == entries.len() || entries[i].cell != entries[start].cell {
@@ -73,9 +80,9 @@ impl Grid {
         }
     }
 
-    /// Call `f` with the slot of every entity in the cells around `p` that could
-    /// lie within `cell_m` of it. Callers filter by exact distance.
-    pub fn for_each_near(&self, p: [f64; 3], mut f: impl FnMut(u32)) {
+    /// Call `f` with the slot and position of every entity in the cells around
+    /// `p` that could lie within `cell_m` of it. Callers filter by exact distance.
+    pub fn for_each_near(&self, p: [f64; 3], mut f: impl FnMut(u32, &[f64; 3])) {
         if self.entries.is_empty() {
             return;
         }
@@ -85,7 +92,7 @@ impl Grid {
                 for dz in -1..=1 {
                     if let Some(range) = self.cells.get(&key([c[0] + dx, c[1] + dy, c[2] + dz])) {
                         for entry in &self.entries[range.start as usize..range.end as usize] {
-                            f(entry.slot);
+                            f(entry.slot, &entry.pos);
                         }
                     }
                 }
@@ -120,7 +127,7 @@ mod tests {
 
     fn near(grid: &Grid, p: LonLat) -> Vec<u32> {
         let mut out = Vec::new();
-        grid.for_each_near(to_ecef(p), |s| out.push(s));
+        grid.for_each_near(to_ecef(p), |s, _| out.push(s));
         out.sort_unstable();
         out
     }

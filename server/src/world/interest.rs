@@ -7,8 +7,6 @@
 //! client that could not keep up skips straight to fresh state instead of
 //! replaying a backlog, and the memory per connection is bounded by `AOI_MAX`.
 
-use std::collections::HashMap;
-
 use super::geodesy::EARTH_RADIUS_M;
 use super::snapshot::{Snapshot, SLOT_MASK};
 
@@ -67,8 +65,9 @@ impl Delta {
 /// What one client knows.
 #[derive(Debug, Default)]
 pub struct Interest {
-    /// Entity id → the `changed_tick` of the state it was last sent.
-    known: HashMap<u32, u64>,
+    /// Entity id → the `changed_tick` of the state it was last sent. Entity
+    /// ids are the server's own numbers, so a fast non-keyed hash is safe.
+    known: foldhash::HashMap<u32, u64>,
     /// Reused buffer of (chord distance, slot) candidates.
     candidates: Vec<(f64, u32)>,
 }
@@ -114,15 +113,19 @@ impl Interest {
             let own_slot = me & SLOT_MASK;
             let known = &self.known;
             let candidates = &mut self.candidates;
-            snapshot.grid.for_each_near(own.ecef, |slot| {
+            snapshot.grid.for_each_near(own.ecef, |slot, pos| {
                 if slot == own_slot {
                     return;
                 }
-                let Some(entity) = snapshot.slots[slot as usize].as_ref() else {
-                    return;
-                };
-                let d2 = chord2(own.ecef, entity.ecef);
-                if d2 <= enter2 || (d2 <= leave2 && known.contains_key(&entity.state.id)) {
+                let d2 = chord2(own.ecef, *pos);
+                // Only entities in the hysteresis band need the snapshot and
+                // the known-set lookup; the rest are decided by distance alone.
+                let keep = d2 <= enter2
+                    || (d2 <= leave2
+                        && snapshot.slots[slot as usize]
+                            .as_ref()
+                            .is_some_and(|e| known.contains_key(&e.state.id)));
+                if keep {
                     candidates.push((d2, slot));
                 }
             });
