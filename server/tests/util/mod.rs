@@ -431,24 +431,7 @@ impl Client {
 
     /// The next server message, or how the socket closed.
     pub async fn next(&mut self) -> Result<ServerMessage, Closed> {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("no message from the server in time");
-            let bytes = match frame {
-                Some(Ok(Message::Binary(b))) => b.to_vec(),
-                Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(Closed::Code(frame.map_or(1005, |f| u16::from(f.code))))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Err(Closed::Dropped),
-            };
-            return Ok(self
-                .encoding
-                .decode_server(&bytes)
-                .expect("server frames decode"));
-        }
+        self.next_within(WAIT).await
     }
 
     /// Skip messages until one matches; panics on close or timeout.
