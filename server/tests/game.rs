@@ -502,3 +502,70 @@ async fn a_client_that_closes_normally_leaves_at_once() {
     assert!(closed_at.elapsed() < Duration::from_secs(2));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_cheating_is_kicked_after_the_strike_limit() {
+    let server = TestServer::start().await;
+    let mut cheat = server
+        .player("serial", "arena", CENTER, Encoding::Bincode)
+        .await;
+    let mut bystander = server
+        .player("honest", "arena", offset(CENTER, 5.0, 0.0), Encoding::Json)
+        .await;
+    let far = offset(CENTER, 0.0, 3000.0);
+    // Each acknowledged correction ends one episode; the tenth episode kicks.
+    for _ in 1..10 {
+        cheat.move_raw(far.lon, far.lat, None).await;
+        let id = cheat
+            .until(|m| match m {
+                ServerMessage::Correction { id, .. } => Some(*id),
+                ServerMessage::Kicked { .. } => panic!("kicked too early"),
+                _ => None,
+            })
+            .await;
+        cheat.send(&ClientMessage::AckCorrection { id }).await;
+    }
+    cheat.move_raw(far.lon, far.lat, None).await;
+    let reason = cheat
+        .until(|m| match m {
+            ServerMessage::Kicked { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, meridian_protocol::KickReason::TooManyCorrections);
+    assert_eq!(
+        cheat.closed().await,
+        util::Closed::Code(meridian_protocol::close::TOO_MANY_CORRECTIONS)
+    );
+    let seq = bystander.move_to(offset(CENTER, 6.0, 0.0)).await;
+    bystander.acked(seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_can_lower_its_update_rate() {
+    let server = TestServer::start().await;
+    let mut watcher = server
+        .player("battery", "fast", CENTER, Encoding::Bincode)
+        .await;
+    let mut walker = server
+        .player("busy", "fast", offset(CENTER, 0.0, 20.0), Encoding::Bincode)
+        .await;
+    sees(&mut watcher, walker.entity_id).await;
+    watcher.send(&ClientMessage::SetUpdateRate { hz: 2 }).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = updates_for(&mut watcher, Duration::from_millis(1)).await;
+    // The walker moves 20 times a second; the watcher hears about it twice.
+    let walk = tokio::spawn(async move {
+        walker.walk(offset(CENTER, 0.0, 60.0), 1.0, 20.0).await;
+        walker
+    });
+    let updates = updates_for(&mut watcher, Duration::from_millis(2000)).await;
+    assert!(
+        (2..=6).contains(&updates.len()),
+        "{} updates in 2 s at 2 Hz",
+        updates.len()
+    );
+    let _walker = walk.await.unwrap();
+    server.stop().await;
+}
