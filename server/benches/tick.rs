@@ -6,6 +6,8 @@
 //!   grid rebuild, hand-off of dirty positions).
 //! * `fanout/N`: what all connection tasks together do with that snapshot:
 //!   each player's interest diff and its bincode `Update` frame.
+//! * `crowd/2000`: the fan-out when 2,000 players gather inside one 150 m
+//!   circle (a point of interest), where `AOI_MAX` must bound the work.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ use uuid::Uuid;
 const TICK: Duration = Duration::from_millis(50);
 /// Players spread over a square this many metres across, centred on the city.
 const SPREAD_M: f64 = 3_000.0;
+/// A crowd stands in a square this many metres across (inside a 150 m circle).
+const CROWD_M: f64 = 200.0;
 const M_PER_DEG: f64 = 111_195.0;
 
 struct Walker {
@@ -42,7 +46,7 @@ fn settings() -> Settings {
 }
 
 /// A world with `n` players joined at random places, and their walkers.
-fn populated(n: usize, rng: &mut SmallRng) -> (World, Vec<Walker>, Instant) {
+fn populated(n: usize, spread_m: f64, rng: &mut SmallRng) -> (World, Vec<Walker>, Instant) {
     let (def, areas, _) = meridian_server::demo::demo_world();
     let center = def.center;
     let mut world = World::new(
@@ -55,8 +59,8 @@ fn populated(n: usize, rng: &mut SmallRng) -> (World, Vec<Walker>, Instant) {
     let mut replies = Vec::with_capacity(n);
     let mut commands = Vec::with_capacity(n);
     for _ in 0..n {
-        let east = rng.random_range(-SPREAD_M / 2.0..SPREAD_M / 2.0);
-        let north = rng.random_range(-SPREAD_M / 2.0..SPREAD_M / 2.0);
+        let east = rng.random_range(-spread_m / 2.0..spread_m / 2.0);
+        let north = rng.random_range(-spread_m / 2.0..spread_m / 2.0);
         let at = LonLat {
             lon: center.lon + east / (M_PER_DEG * center.lat.to_radians().cos()),
             lat: center.lat + north / M_PER_DEG,
@@ -140,7 +144,7 @@ fn tick(c: &mut Criterion) {
     group.sample_size(30);
     for n in [1_000usize, 10_000] {
         let mut rng = SmallRng::seed_from_u64(1);
-        let (mut world, mut walkers, mut now) = populated(n, &mut rng);
+        let (mut world, mut walkers, mut now) = populated(n, SPREAD_M, &mut rng);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_batched(
@@ -157,11 +161,16 @@ fn tick(c: &mut Criterion) {
 }
 
 fn fanout(c: &mut Criterion) {
-    let mut group = c.benchmark_group("fanout");
+    fanout_group(c, "fanout", &[1_000, 10_000], SPREAD_M);
+    fanout_group(c, "crowd", &[2_000], CROWD_M);
+}
+
+fn fanout_group(c: &mut Criterion, name: &str, sizes: &[usize], spread_m: f64) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(20);
-    for n in [1_000usize, 10_000] {
+    for &n in sizes {
         let mut rng = SmallRng::seed_from_u64(2);
-        let (mut world, mut walkers, mut now) = populated(n, &mut rng);
+        let (mut world, mut walkers, mut now) = populated(n, spread_m, &mut rng);
         let snapshots = world.subscribe();
         let view = View::new(150.0, 64);
         let mut interests: Vec<Interest> = (0..n).map(|_| Interest::default()).collect();

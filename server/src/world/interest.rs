@@ -7,6 +7,8 @@
 //! client that could not keep up skips straight to fresh state instead of
 //! replaying a backlog, and the memory per connection is bounded by `AOI_MAX`.
 
+use std::collections::BinaryHeap;
+
 use super::geodesy::EARTH_RADIUS_M;
 use super::snapshot::{Snapshot, SLOT_MASK};
 
@@ -68,8 +70,11 @@ pub struct Interest {
     /// Entity id → the `changed_tick` of the state it was last sent. Entity
     /// ids are the server's own numbers, so a fast non-keyed hash is safe.
     known: foldhash::HashMap<u32, u64>,
-    /// Reused buffer of (chord distance, slot) candidates.
-    candidates: Vec<(f64, u32)>,
+    /// The nearest candidates so far as (squared chord distance bits, slot),
+    /// a max-heap bounded to `View::max`: in a crowd each candidate costs one
+    /// comparison with the farthest kept, instead of sorting them all.
+    /// (The bits of a non-negative `f64` order like the number.)
+    nearest: BinaryHeap<(u64, u32)>,
 }
 
 /// Straight-line distance through the Earth equal to an arc of `arc_m` on its
@@ -106,18 +111,22 @@ impl Interest {
     /// everything known leaves.
     pub fn diff(&mut self, snapshot: &Snapshot, me: u32, view: &View, out: &mut Delta) {
         out.clear();
-        self.candidates.clear();
+        self.nearest.clear();
         if let Some(own) = snapshot.entity(me) {
             let enter2 = chord_for_arc(view.radius_m).powi(2);
             let leave2 = chord_for_arc(view.leave_radius_m).powi(2);
             let own_slot = me & SLOT_MASK;
             let known = &self.known;
-            let candidates = &mut self.candidates;
+            let nearest = &mut self.nearest;
             snapshot.grid.for_each_near(own.ecef, |slot, pos| {
                 if slot == own_slot {
                     return;
                 }
                 let d2 = chord2(own.ecef, *pos);
+                let bits = d2.to_bits();
+                if nearest.len() == view.max && nearest.peek().is_some_and(|far| bits >= far.0) {
+                    return;
+                }
                 // Only entities in the hysteresis band need the snapshot and
                 // the known-set lookup; the rest are decided by distance alone.
                 let keep = d2 <= enter2
@@ -125,19 +134,19 @@ impl Interest {
                         && snapshot.slots[slot as usize]
                             .as_ref()
                             .is_some_and(|e| known.contains_key(&e.state.id)));
-                if keep {
-                    candidates.push((d2, slot));
+                if !keep {
+                    return;
+                }
+                if nearest.len() < view.max {
+                    nearest.push((bits, slot));
+                } else if let Some(mut farthest) = nearest.peek_mut() {
+                    *farthest = (bits, slot);
                 }
             });
-            if self.candidates.len() > view.max {
-                self.candidates
-                    .select_nth_unstable_by(view.max, |a, b| a.0.total_cmp(&b.0));
-                self.candidates.truncate(view.max);
-            }
         }
         // Entries seen in this pass are marked by flipping to the negated tick
         // (ticks are never u64::MAX), so leavers can be found in one sweep.
-        for &(_, slot) in &self.candidates {
+        for &(_, slot) in self.nearest.iter() {
             let entity = snapshot.slots[slot as usize]
                 .as_ref()
                 .expect("candidate slots are occupied");
