@@ -53,6 +53,21 @@ pub struct TickTimings {
     pub total_us: u32,
 }
 
+/// The distribution of whole-tick durations, refreshed once a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickStats {
+    /// Ticks run since the world started.
+    pub ticks: u64,
+    /// Median tick duration since start, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile since start, in microseconds.
+    pub p99_us: u64,
+    /// Longest tick since start, in microseconds.
+    pub max_us: u64,
+    /// 99th percentile over the last completed 10 s window, in microseconds.
+    pub recent_p99_us: u64,
+}
+
 /// A world at one tick.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -68,6 +83,8 @@ pub struct Snapshot {
     pub timings: TickTimings,
     /// Ticks so far that took longer than the tick period.
     pub overruns: u64,
+    /// Tick duration percentiles.
+    pub stats: TickStats,
 }
 
 impl Snapshot {

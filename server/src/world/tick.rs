@@ -25,7 +25,7 @@ use super::interest::View;
 use super::link::ConnLink;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
-use super::snapshot::{EntitySnap, Snapshot, TickTimings, SLOT_BITS, SLOT_MASK};
+use super::snapshot::{EntitySnap, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK};
 use super::spawn;
 use crate::bus::ControlEvent;
 use crate::store::{now_ms, Area, PendingPositions, StoredPosition, WorldDef};
@@ -104,6 +104,11 @@ pub struct World {
     tick: u64,
     overruns: u64,
     timings: TickTimings,
+    /// Every tick's duration since start, in microseconds.
+    durations: hdrhistogram::Histogram<u64>,
+    /// The same over the current 10 s window.
+    recent: hdrhistogram::Histogram<u64>,
+    stats: TickStats,
     pending: Arc<PendingPositions>,
     publisher: watch::Sender<Arc<Snapshot>>,
     rng: SmallRng,
@@ -136,6 +141,9 @@ impl World {
             tick: 0,
             overruns: 0,
             timings: TickTimings::default(),
+            durations: duration_histogram(),
+            recent: duration_histogram(),
+            stats: TickStats::default(),
             pending,
             publisher: watch::channel(Arc::new(Snapshot::default())).0,
             rng: SmallRng::from_os_rng(),
@@ -224,6 +232,25 @@ impl World {
         };
         if t5.duration_since(start) > self.settings.tick_period() {
             self.overruns += 1;
+        }
+        self.record_duration(u64::from(self.timings.total_us));
+    }
+
+    /// Add a tick's duration to the histograms; once a second, refresh the
+    /// published percentiles (cheap, but not free, so not every tick).
+    fn record_duration(&mut self, us: u64) {
+        self.durations.saturating_record(us);
+        self.recent.saturating_record(us);
+        let hz = u64::from(self.settings.tick_hz);
+        if self.tick % hz == 0 {
+            self.stats.ticks = self.tick;
+            self.stats.p50_us = self.durations.value_at_quantile(0.5);
+            self.stats.p99_us = self.durations.value_at_quantile(0.99);
+            self.stats.max_us = self.durations.max();
+        }
+        if self.tick % (10 * hz) == 0 {
+            self.stats.recent_p99_us = self.recent.value_at_quantile(0.99);
+            self.recent.reset();
         }
     }
 
@@ -651,6 +678,7 @@ impl World {
             grid,
             timings: self.timings,
             overruns: self.overruns,
+            stats: self.stats,
         }));
     }
 
@@ -695,6 +723,11 @@ impl World {
     pub fn replace_areas(&mut self, areas: &[Area]) {
         self.areas = AreaIndex::new(areas);
     }
+}
+
+/// A histogram of tick durations from 1 µs to 60 s at 3 significant digits.
+fn duration_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Refuse a move: send a `Correction` and count a strike. Returns whether the
@@ -763,4 +796,41 @@ fn resume_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Bounds, MovementMode};
+
+    #[test]
+    fn tick_durations_are_published_once_a_second() {
+        let def = WorldDef {
+            id: Uuid::nil(),
+            name: "w".into(),
+            bounds: Bounds::WORLD,
+            center: meridian_protocol::LonLat { lon: 0.0, lat: 0.0 },
+            movement_mode: MovementMode::Input,
+            max_speed_mps: None,
+        };
+        let settings = Settings {
+            shard_id: "s".into(),
+            tick_hz: 20,
+            view: View::new(150.0, 64),
+            default_speed_mps: 10.0,
+            resume_grace: Duration::from_secs(20),
+        };
+        let mut world = World::new(def, &[], settings, Arc::new(PendingPositions::default()));
+        let snapshots = world.subscribe();
+        let mut now = Instant::now();
+        for _ in 0..41 {
+            now += Duration::from_millis(50);
+            world.tick(now, Vec::new());
+        }
+        let stats = snapshots.borrow().stats;
+        // Published by tick 40, seen in tick 41's snapshot.
+        assert_eq!(stats.ticks, 40);
+        assert!(stats.p50_us <= stats.p99_us && stats.p99_us <= stats.max_us);
+        assert!(stats.max_us >= 1);
+    }
 }
