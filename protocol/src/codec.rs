@@ -268,32 +268,37 @@ impl std::fmt::Debug for WireState {
 /// Write `ServerMessage::Update` in bincode from states that were already
 /// encoded, producing exactly the bytes `Encoding::Bincode.encode` would
 /// (`header.moved` is ignored; `moved` is written instead).
-pub fn write_bincode_update<'a>(
-    out: &mut Vec<u8>,
+///
+/// # Errors
+/// Only those of `out` itself (none for a `Vec` or a `BytesMut` writer).
+pub fn write_bincode_update<'a, W: std::io::Write>(
+    out: &mut W,
     header: &Update,
     moved: impl ExactSizeIterator<Item = &'a WireState>,
-) {
-    fn put<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+) -> std::io::Result<()> {
+    fn put<T: Serialize, W: std::io::Write>(out: &mut W, value: &T) -> std::io::Result<()> {
         bincode::serde::encode_into_std_write(value, out, config())
-            .expect("writing to a Vec cannot fail");
+            .map(|_| ())
+            .map_err(std::io::Error::other)
     }
-    put(out, &UPDATE_VARIANT);
-    put(out, &header.tick);
-    put(out, &header.server_time_ms);
-    put(out, &header.ack_seq);
+    put(out, &UPDATE_VARIANT)?;
+    put(out, &header.tick)?;
+    put(out, &header.server_time_ms)?;
+    put(out, &header.ack_seq)?;
     // serde sequences carry their length as a u64 varint in bincode.
-    put(out, &(header.entered.len() as u64));
+    put(out, &(header.entered.len() as u64))?;
     for info in &header.entered {
-        put(out, info);
+        put(out, info)?;
     }
-    put(out, &(moved.len() as u64));
+    put(out, &(moved.len() as u64))?;
     for state in moved {
-        out.extend_from_slice(state.as_bytes());
+        out.write_all(state.as_bytes())?;
     }
-    put(out, &(header.left.len() as u64));
+    put(out, &(header.left.len() as u64))?;
     for id in &header.left {
-        put(out, id);
+        put(out, id)?;
     }
+    Ok(())
 }
 
 impl ServerMessage {

@@ -228,7 +228,7 @@ proptest! {
     fn composed_update_equals_plain_encoding(update in update()) {
         let wire: Vec<WireState> = update.moved.iter().map(WireState::encode).collect();
         let mut composed = Vec::new();
-        write_bincode_update(&mut composed, &update, wire.iter());
+        write_bincode_update(&mut composed, &update, wire.iter()).unwrap();
         prop_assert_eq!(composed, Encoding::Bincode.encode(&ServerMessage::Update(update)));
     }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use meridian_protocol::LonLat;
+use meridian_protocol::{Encoding, LonLat};
+use meridian_server::net::frames;
 use meridian_server::store::{PendingPositions, StoredPosition};
 use meridian_server::world::interest::{Delta, Interest, View};
 use meridian_server::world::{Command, ConnLink, Input, JoinRequest, Settings, World};
@@ -175,7 +176,7 @@ fn fanout_group(c: &mut Criterion, name: &str, sizes: &[usize], spread_m: f64) {
         let view = View::new(150.0, 64);
         let mut interests: Vec<Interest> = (0..n).map(|_| Interest::default()).collect();
         let mut delta = Delta::default();
-        let mut bytes = Vec::new();
+        let mut buffer = bytes::BytesMut::new();
         let entities: Vec<u32> = walkers.iter().map(|w| w.entity).collect();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -190,24 +191,10 @@ fn fanout_group(c: &mut Criterion, name: &str, sizes: &[usize], spread_m: f64) {
                     let mut total = 0usize;
                     for (&entity, interest) in entities.iter().zip(interests.iter_mut()) {
                         interest.diff(&snapshot, entity, &view, &mut delta);
-                        bytes.clear();
                         let ack = snapshot.entity(entity).map_or(0, |e| e.ack_seq);
-                        let header = meridian_protocol::Update {
-                            tick: snapshot.tick,
-                            server_time_ms: snapshot.server_time_ms,
-                            ack_seq: ack,
-                            entered: Vec::new(),
-                            moved: Vec::new(),
-                            left: delta.left.clone(),
-                        };
-                        meridian_protocol::codec::write_bincode_update(
-                            &mut bytes,
-                            &header,
-                            delta.moved.iter().map(|s| {
-                                &snapshot.slots[*s as usize].as_ref().expect("occupied").wire
-                            }),
-                        );
-                        total += bytes.len();
+                        let frame =
+                            frames::update(Encoding::Bincode, &snapshot, ack, &delta, &mut buffer);
+                        total += frame.into_data().len();
                     }
                     total
                 },

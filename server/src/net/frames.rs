@@ -1,7 +1,7 @@
 //! Turning server messages into WebSocket frames of the socket's encoding.
 
 use axum::extract::ws::Message;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use meridian_protocol::codec::write_bincode_update;
 use meridian_protocol::{Encoding, EntityInfo, ServerMessage, Update};
 
@@ -23,8 +23,17 @@ fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
 }
 
 /// The `Update` for one client: `delta` read against `snapshot`. In bincode the
-/// moved entities' states are copied from the bytes the tick encoded once.
-pub fn update(encoding: Encoding, snapshot: &Snapshot, ack_seq: u32, delta: &Delta) -> Message {
+/// moved entities' states are copied from the bytes the tick encoded once,
+/// into `buffer`, the connection's own: once the socket has written a frame
+/// and dropped it, its allocation returns to the buffer for the next one, so a
+/// steady stream of updates allocates nothing per frame.
+pub fn update(
+    encoding: Encoding,
+    snapshot: &Snapshot,
+    ack_seq: u32,
+    delta: &Delta,
+    buffer: &mut BytesMut,
+) -> Message {
     let entity = |slot: &u32| {
         snapshot.slots[*slot as usize]
             .as_ref()
@@ -51,14 +60,14 @@ pub fn update(encoding: Encoding, snapshot: &Snapshot, ack_seq: u32, delta: &Del
     };
     match encoding {
         Encoding::Bincode => {
-            let mut out =
-                Vec::with_capacity(32 + delta.moved.len() * 16 + delta.entered.len() * 48);
+            buffer.reserve(32 + delta.moved.len() * 16 + delta.entered.len() * 48);
             write_bincode_update(
-                &mut out,
+                &mut (&mut *buffer).writer(),
                 &header,
                 delta.moved.iter().map(|s| &entity(s).wire),
-            );
-            frame(encoding, out)
+            )
+            .expect("writing to memory cannot fail");
+            Message::Binary(buffer.split().freeze())
         }
         Encoding::Json => {
             header.moved = delta.moved.iter().map(|s| entity(s).state).collect();

@@ -6,7 +6,7 @@
 //! snapshots; they never touch the world directly.
 
 mod connection;
-mod frames;
+pub mod frames;
 mod limiter;
 mod reader;
 mod upgrade;

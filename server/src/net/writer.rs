@@ -56,6 +56,7 @@ where
     let mut interest = Interest::default();
     let mut delta = Delta::default();
     let mut last_ack = 0u32;
+    let mut buffer = bytes::BytesMut::new();
     let mut next_update = Instant::now();
     // The first snapshot is a full view for a client that knows nothing.
     w.snapshots.mark_changed();
@@ -88,7 +89,7 @@ where
                     continue;
                 }
                 last_ack = ack;
-                let frame = frames::update(w.encoding, &snapshot, ack, &delta);
+                let frame = frames::update(w.encoding, &snapshot, ack, &delta, &mut buffer);
                 drop(snapshot);
                 if !send(&mut w.sink, &w.closer, frame).await {
                     break true;
