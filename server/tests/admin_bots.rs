@@ -121,6 +121,17 @@ async fn bot_tokens_join_the_game_placed_inside_the_box() {
     };
     assert_eq!(ids(&answer), ids(&again));
     assert_ne!(answer["tokens"][0]["token"], again["tokens"][0]["token"]);
+
+    // A later batch numbers on from `first`.
+    let (status, next) = server
+        .ops_post(
+            "/admin/bots",
+            Some(OPS_TOKEN),
+            json!({ "count": 1, "prefix": "loadbot", "first": 3, "world": "arena" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{next}");
+    assert!(!ids(&answer).contains(&ids(&next)[0]));
     server.stop().await;
 }
 

@@ -32,8 +32,8 @@ impl From<StoreError> for BotError {
 }
 
 impl Auth {
-    /// Create or reuse the accounts `<prefix>-0` … `<prefix>-<count - 1>` and
-    /// open a session for each, in that order.
+    /// Create or reuse the accounts `<prefix>-<first>` … `<prefix>-<first + count - 1>`
+    /// and open a session for each, in that order.
     ///
     /// Bot accounts are like guest accounts: no password hash, and a random
     /// device hash whose secret nobody knows, so they cannot log in any other way.
@@ -41,13 +41,18 @@ impl Auth {
     /// # Errors
     /// `BotError::Prefix` if the names would be invalid, `BotError::Taken` if
     /// one of them is a password account, `BotError::Auth` if the store fails.
-    pub async fn bot_sessions(&self, prefix: &str, count: usize) -> Result<Vec<Grant>, BotError> {
+    pub async fn bot_sessions(
+        &self,
+        prefix: &str,
+        first: usize,
+        count: usize,
+    ) -> Result<Vec<Grant>, BotError> {
         // The shortest and the longest name decide whether all are valid.
-        validate_username(&format!("{prefix}-0")).map_err(BotError::Prefix)?;
-        validate_username(&format!("{prefix}-{}", count.saturating_sub(1)))
+        validate_username(&format!("{prefix}-{first}")).map_err(BotError::Prefix)?;
+        validate_username(&format!("{prefix}-{}", first + count.saturating_sub(1)))
             .map_err(BotError::Prefix)?;
         let mut grants = Vec::with_capacity(count);
-        for i in 0..count {
+        for i in first..first + count {
             let user = self.bot_account(&format!("{prefix}-{i}")).await?;
             grants.push(self.open_session(&user).await?);
         }

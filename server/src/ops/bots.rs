@@ -3,7 +3,7 @@
 //! the boxes bots must keep out of to walk without corrections.
 //!
 //! Request: `Authorization: Bearer <OPS_TOKEN>` and
-//! `{"count": N, "prefix": "bot", "world": "demo", "within": [min_lon, min_lat, max_lon, max_lat]}`
+//! `{"count": N, "prefix": "bot", "first": 0, "world": "demo", "within": [min_lon, min_lat, max_lon, max_lat]}`
 //! (all but `count` optional). Answer: `{"world", "tokens": [{"user_id", "token"}], "obstacles":
 //! [{"kind", "bbox", "max_speed_mps"}]}`.
 
@@ -42,6 +42,9 @@ pub(super) struct BotsRequest {
     /// Bots are named `<prefix>-<i>`.
     #[serde(default = "default_prefix")]
     prefix: String,
+    /// The number of the first bot, so that calls in batches name bots on.
+    #[serde(default)]
+    first: usize,
     /// The world to place bots in and describe; the shard's default world if absent.
     world: Option<String>,
     /// Place each bot at a random legal point of this box
@@ -193,6 +196,9 @@ pub(super) async fn mint(
             "count must be at most {MAX_BOTS_PER_CALL}"
         )));
     }
+    if request.first > usize::MAX / 2 {
+        return Err(AdminError::Invalid("first is too large".into()));
+    }
     if let Some(within) = request.within {
         let [min_lon, min_lat, max_lon, max_lat] = within;
         let ok = within.iter().all(|v| v.is_finite())
@@ -221,7 +227,7 @@ pub(super) async fn mint(
 
     let grants = state
         .auth
-        .bot_sessions(&request.prefix, request.count)
+        .bot_sessions(&request.prefix, request.first, request.count)
         .await?;
     if let Some(within) = request.within {
         place(&state, &world, &obstacles, within, &grants).await?;
