@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Log format [default: pretty].
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Bearer token for the ops port's admin API (at least 16 bytes). Without
+    /// it the admin API is disabled.
+    #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<String>,
 }
 
 /// The validated configuration of one shard.
@@ -118,6 +122,8 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// The admin API's bearer token; `None` disables the admin API.
+    pub ops_token: Option<String>,
 }
 
 impl Default for Config {
@@ -139,6 +145,7 @@ impl Default for Config {
             login_rate_per_min: 20,
             token_ttl: Duration::from_secs(900),
             log_format: LogFormat::Pretty,
+            ops_token: None,
         }
     }
 }
@@ -208,6 +215,7 @@ impl ServeArgs {
             login_rate_per_min: pick!(login_rate_per_min).unwrap_or(d.login_rate_per_min),
             token_ttl: pick!(token_ttl_s).map_or(d.token_ttl, Duration::from_secs),
             log_format: pick!(log_format).unwrap_or(d.log_format),
+            ops_token: pick!(ops_token),
         };
         config.validate()?;
         Ok(config)
@@ -258,6 +266,11 @@ impl Config {
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 32 {
                 return invalid("JWT_SECRET", "must be at least 32 bytes");
+            }
+        }
+        if let Some(token) = &self.ops_token {
+            if token.len() < 16 {
+                return invalid("OPS_TOKEN", "must be at least 16 bytes");
             }
         }
         if self.client_msg_rate == 0 {
@@ -327,5 +340,11 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(matches!(args.into_config(), Err(ConfigError::Parse { .. })));
+        let args = ServeArgs {
+            ops_token: Some("too-short".into()),
+            ..ServeArgs::default()
+        };
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("OPS_TOKEN"), "{err}");
     }
 }

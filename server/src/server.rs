@@ -195,6 +195,9 @@ impl Server {
             ops::router(OpsState {
                 store: Arc::clone(&self.store),
                 pending: Arc::clone(&self.pending),
+                auth: Arc::clone(&self.auth),
+                ops_token: self.config.ops_token.as_deref().map(Arc::from),
+                default_world: self.default_world.clone(),
             }),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

@@ -5,6 +5,7 @@
 //! in the store is what logout revokes, so `Auth::authenticate` checks both.
 
 mod api;
+mod bots;
 pub mod input;
 pub mod limiter;
 pub mod password;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use api::{router, ApiError};
+pub use bots::BotError;
 
 use crate::bus::{Bus, ControlEvent};
 use crate::config::Config;

@@ -777,3 +777,28 @@ impl Client {
         }
     }
 }
+
+impl TestServer {
+    /// POST JSON to the ops port, with `Authorization: Bearer <token>` if given;
+    /// returns (status, body).
+    pub async fn ops_post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .post(format!("http://{}{path}", self.ops))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+}

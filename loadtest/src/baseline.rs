@@ -1,0 +1,71 @@
+//! The transport baseline: a WebSocket server on the shard's own stack (axum
+//! 0.8, the same socket limits, read buffer and `TCP_NODELAY`, the same
+//! subprotocols and encodings) with no game logic, to show how far the shard
+//! is from what the transport alone allows.
+//!
+//! Clients are put in groups of `fanout + 1` in the order they join. Every
+//! tick, each group's moved members are encoded once and published through a
+//! latest-value slot; each connection sends its client one `Update` with the
+//! others' states and its own last `Move.seq` as `ack_seq`, so bots measure
+//! move→ack exactly as against the shard.
+
+mod connection;
+mod hub;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use clap::Args;
+use meridian_protocol::LonLat;
+use tokio::net::TcpListener;
+
+pub use hub::Hub;
+
+/// The baseline server's settings (flags of `meridian-baseline`).
+#[derive(Debug, Clone, Args)]
+pub struct BaselineOptions {
+    /// Address of the WebSocket endpoint `/ws`.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub addr: SocketAddr,
+    /// Others each client sees: clients are grouped by fanout + 1 in join order.
+    #[arg(long, default_value_t = 30)]
+    pub fanout: usize,
+    /// Ticks per second.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=60))]
+    pub tick_hz: u8,
+    /// Send `Welcome` at once instead of waiting for a `Hello` (whose token is never checked).
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// Where `Welcome` puts every client: the demo world's centre, so bots walk
+/// the same area as against the shard.
+pub const WELCOME_POSITION: LonLat = crate::options::DEMO_CENTER;
+
+/// Serve the baseline on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve(
+    listener: TcpListener,
+    options: BaselineOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let hub = Arc::new(Hub::new(&options));
+    let ticks = tokio::spawn(Arc::clone(&hub).run_ticks());
+    let app = connection::router(hub);
+    let served = axum::serve(
+        listener.tap_io(|tcp| {
+            // As the shard: updates are small and latency-bound.
+            let _ = tcp.set_nodelay(true);
+        }),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .into_future()
+    .await;
+    ticks.abort();
+    served
+}

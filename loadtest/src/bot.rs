@@ -1,0 +1,384 @@
+//! One bot: connect, authenticate, walk from where the server put it, answer
+//! corrections, and read every frame until the test ends.
+//!
+//! Probes decode every frame and time each `Move` until an `Update`
+//! acknowledges it. The other bots only count `Update`s by their first bytes
+//! and decode the rare other messages, so that thousands of bots cost little
+//! CPU next to the server they share the machine with.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use meridian_protocol::{ClientMessage, Encoding, LonLat, ServerMessage};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{histogram, Counters, Stats};
+use crate::tokens::TOKEN_FREE;
+use crate::walk::{Walk, Walker};
+
+/// How long a bot may take from starting to connect until its `Welcome`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a closing bot waits for the server's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes read from the socket at a time. Server frames are a few KiB at most;
+/// tungstenite's default of 128 KiB per socket would cost thousands of bots
+/// hundreds of MiB.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Unacknowledged moves a probe remembers; older ones are given up on.
+const MAX_PENDING: usize = 1024;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What one bot does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Its number, from 0.
+    pub index: usize,
+    /// The game URL.
+    pub url: String,
+    /// Its access token; `None` sends a `Hello` with a dummy token.
+    pub token: Option<String>,
+    /// The world to join, if not the default.
+    pub world: Option<String>,
+    /// The wire encoding.
+    pub encoding: Encoding,
+    /// Whether it decodes everything and measures latency.
+    pub probe: bool,
+    /// When to connect.
+    pub start_at: Instant,
+    /// Time between moves.
+    pub move_period: Duration,
+    /// Walking speed range, m/s.
+    pub speeds: (f64, f64),
+}
+
+/// What all bots share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Counters and histograms.
+    pub stats: Stats,
+    /// Where to walk.
+    pub walk: Walk,
+    /// Latency is recorded for moves sent in this window (the steady state).
+    pub window: (Instant, Instant),
+    /// Cancelled when the test ends.
+    pub stop: CancellationToken,
+}
+
+/// Run one bot to the end of the test. Failures are counted, not returned.
+pub async fn run(plan: Plan, shared: Arc<Shared>) {
+    let counters = &shared.stats.counters;
+    tokio::select! {
+        () = tokio::time::sleep_until(plan.start_at) => {}
+        () = shared.stop.cancelled() => return,
+    }
+    let started = Instant::now();
+    let joined = tokio::select! {
+        joined = tokio::time::timeout(CONNECT_TIMEOUT, join(&plan, counters)) => joined,
+        () = shared.stop.cancelled() => return,
+    };
+    let (socket, position) = match joined {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(reason)) => {
+            tracing::debug!(bot = plan.index, %reason, "bot failed to join");
+            Counters::inc(&counters.failed);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(bot = plan.index, "bot timed out joining");
+            Counters::inc(&counters.failed);
+            return;
+        }
+    };
+    Stats::record(&shared.stats.connect, started.elapsed().as_micros() as u64);
+    Counters::inc(&counters.connected);
+    let rng = SmallRng::seed_from_u64(plan.index as u64 ^ 0x5eed_cafe);
+    let mut bot = Bot {
+        walker: Walker::new(position, plan.speeds, rng),
+        socket,
+        seq: 0,
+        pending: VecDeque::new(),
+        latency: plan.probe.then(histogram),
+        plan,
+        shared: Arc::clone(&shared),
+    };
+    bot.walk().await;
+    if let Some(latency) = &bot.latency {
+        Stats::merge(&shared.stats.move_ack, latency);
+    }
+}
+
+/// Connect, authenticate and wait for `Welcome`; returns the socket and
+/// where the server put the player.
+async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), String> {
+    let url = match (&plan.token, &plan.world) {
+        (Some(_), Some(world)) => format!("{}?world={world}", plan.url),
+        _ => plan.url.clone(),
+    };
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(plan.encoding.subprotocol()),
+    );
+    if let Some(token) = &plan.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+        headers.insert("Authorization", value);
+    }
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    // TCP_NODELAY: moves are tiny and latency is what is measured.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    if plan.token.is_none() {
+        let hello = ClientMessage::Hello {
+            token: TOKEN_FREE.into(),
+            world: plan.world.clone(),
+            resume: None,
+        };
+        let frame = frame(plan.encoding, &hello);
+        Counters::add(&counters.bytes_out, frame.len());
+        socket.send(frame).await.map_err(|e| e.to_string())?;
+    }
+    loop {
+        let message = match socket.next().await {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Text(t))) => Bytes::from(t),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed before Welcome: {frame:?}"))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed before Welcome".into()),
+        };
+        Counters::add(&counters.bytes_in, message.len());
+        Counters::inc(&counters.frames_in);
+        match plan.encoding.decode_server(&message) {
+            Ok(ServerMessage::Welcome { position, .. }) => return Ok((socket, position)),
+            Ok(ServerMessage::Error { code, message }) => {
+                Counters::inc(&counters.errors);
+                return Err(format!("error before Welcome: {code:?} {message}"));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("undecodable frame: {e}")),
+        }
+    }
+}
+
+/// A message as a frame of the encoding.
+fn frame(encoding: Encoding, message: &ClientMessage) -> Message {
+    let bytes = encoding.encode(message);
+    if encoding.is_text() {
+        // serde_json writes UTF-8.
+        Message::Text(String::from_utf8(bytes).expect("JSON is UTF-8").into())
+    } else {
+        Message::Binary(bytes.into())
+    }
+}
+
+/// Whether a frame is an `Update`, from its first bytes: bincode starts with
+/// the variant index (1, one byte), JSON with the variant's name.
+fn is_update(encoding: Encoding, frame: &[u8]) -> bool {
+    match encoding {
+        Encoding::Bincode => frame.first() == Some(&1),
+        Encoding::Json => frame.starts_with(b"{\"Update\""),
+    }
+}
+
+/// A joined bot.
+struct Bot {
+    plan: Plan,
+    shared: Arc<Shared>,
+    socket: Socket,
+    walker: Walker,
+    /// The last `Move.seq` sent.
+    seq: u32,
+    /// Probes: moves sent in the window and not yet acknowledged.
+    pending: VecDeque<(u32, Instant)>,
+    /// Probes: move→ack latency in µs.
+    latency: Option<Histogram<u64>>,
+}
+
+impl Bot {
+    /// Move and read until the test ends or the socket does.
+    async fn walk(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let counters = &shared.stats.counters;
+        let period = self.plan.move_period;
+        // A random phase, so that bots that joined together do not move together.
+        let phase = period.mul_f64(rand::rng().random_range(0.0..1.0));
+        let mut moves = tokio::time::interval_at(Instant::now() + phase, period);
+        // A bot that falls behind moves less rather than in a burst.
+        moves.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = shared.stop.cancelled() => {
+                    self.close().await;
+                    return;
+                }
+                _ = moves.tick() => {
+                    if !self.step().await {
+                        Counters::inc(&counters.disconnects);
+                        return;
+                    }
+                }
+                frame = self.socket.next() => {
+                    let bytes = match frame {
+                        Some(Ok(Message::Binary(b))) => b,
+                        Some(Ok(Message::Text(t))) => Bytes::from(t),
+                        Some(Ok(Message::Close(frame))) => {
+                            tracing::debug!(bot = self.plan.index, ?frame, "server closed the socket");
+                            Counters::inc(&counters.disconnects);
+                            return;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => {
+                            tracing::debug!(bot = self.plan.index, error = %e, "socket failed");
+                            Counters::inc(&counters.disconnects);
+                            return;
+                        }
+                        None => {
+                            Counters::inc(&counters.disconnects);
+                            return;
+                        }
+                    };
+                    if !self.receive(&bytes).await {
+                        Counters::inc(&counters.disconnects);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take one step and send it; false if the socket failed.
+    async fn step(&mut self) -> bool {
+        let (p, heading) = self
+            .walker
+            .step(self.plan.move_period.as_secs_f64(), &self.shared.walk);
+        self.seq += 1;
+        let message = ClientMessage::Move {
+            seq: self.seq,
+            lon: p.lon,
+            lat: p.lat,
+            heading,
+            accuracy_m: None,
+            fix_time_ms: None,
+        };
+        let frame = frame(self.plan.encoding, &message);
+        let counters = &self.shared.stats.counters;
+        Counters::add(&counters.bytes_out, frame.len());
+        Counters::inc(&counters.moves_out);
+        let sent_at = Instant::now();
+        if self.socket.send(frame).await.is_err() {
+            return false;
+        }
+        let (from, to) = self.shared.window;
+        if self.latency.is_some() && sent_at >= from && sent_at < to {
+            if self.pending.len() == MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((self.seq, sent_at));
+        }
+        true
+    }
+
+    /// Count a frame and act on it; false if the socket failed.
+    async fn receive(&mut self, bytes: &[u8]) -> bool {
+        let counters = &self.shared.stats.counters;
+        Counters::add(&counters.bytes_in, bytes.len());
+        Counters::inc(&counters.frames_in);
+        let update = is_update(self.plan.encoding, bytes);
+        if update {
+            Counters::inc(&counters.updates_in);
+            if self.latency.is_none() {
+                return true;
+            }
+        }
+        let message = match self.plan.encoding.decode_server(bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(bot = self.plan.index, error = %e, "undecodable server frame");
+                Counters::inc(&counters.errors);
+                return true;
+            }
+        };
+        match message {
+            ServerMessage::Update(u) => {
+                let now = Instant::now();
+                while let Some(&(seq, sent_at)) = self.pending.front() {
+                    if seq > u.ack_seq {
+                        break;
+                    }
+                    self.pending.pop_front();
+                    if let Some(latency) = &mut self.latency {
+                        latency.saturating_record((now - sent_at).as_micros().max(1) as u64);
+                    }
+                }
+            }
+            ServerMessage::Correction {
+                id,
+                lon,
+                lat,
+                reason,
+                ..
+            } => {
+                tracing::debug!(bot = self.plan.index, reason = reason.as_str(), "corrected");
+                Counters::inc(&counters.corrections);
+                self.walker.position = LonLat { lon, lat };
+                // Moves are ignored until the correction is acknowledged;
+                // the refused ones will never be acked.
+                self.pending.clear();
+                let ack = frame(self.plan.encoding, &ClientMessage::AckCorrection { id });
+                Counters::add(&counters.bytes_out, ack.len());
+                if self.socket.send(ack).await.is_err() {
+                    return false;
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                tracing::debug!(bot = self.plan.index, ?code, %message, "server error");
+                Counters::inc(&counters.errors);
+            }
+            ServerMessage::Kicked { reason, .. } => {
+                tracing::debug!(bot = self.plan.index, reason = reason.as_str(), "kicked");
+                Counters::inc(&counters.kicks);
+            }
+            ServerMessage::Welcome { .. }
+            | ServerMessage::AreaEvent { .. }
+            | ServerMessage::Pong { .. } => {}
+        }
+        true
+    }
+
+    /// Leave cleanly: a close with code 1000 removes the player at once.
+    async fn close(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if self.socket.close(Some(frame)).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.socket.next().await {}
+        })
+        .await;
+    }
+}

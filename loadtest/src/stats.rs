@@ -1,0 +1,131 @@
+//! What the bots count while they run: cheap shared counters for everything
+//! every bot sees, and latency histograms (in µs) merged from the probes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// The largest latency recorded, in µs; anything slower is clamped to it.
+pub const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// A histogram of µs with 3 significant figures.
+#[must_use]
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static bounds are valid")
+}
+
+/// Counters shared by all bots. Relaxed atomics: they are read as totals,
+/// never to order anything.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bots that got their `Welcome`.
+    pub connected: AtomicU64,
+    /// Bots that never got a `Welcome`.
+    pub failed: AtomicU64,
+    /// Sockets that ended before the test did.
+    pub disconnects: AtomicU64,
+    /// `Kicked` messages.
+    pub kicks: AtomicU64,
+    /// `Correction` messages.
+    pub corrections: AtomicU64,
+    /// `Error` messages.
+    pub errors: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// `Update` frames received.
+    pub updates_in: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_out: AtomicU64,
+    /// `Move`s sent.
+    pub moves_out: AtomicU64,
+}
+
+/// The counters at one moment, to take differences over the steady state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CounterValues {
+    pub connected: u64,
+    pub failed: u64,
+    pub disconnects: u64,
+    pub kicks: u64,
+    pub corrections: u64,
+    pub errors: u64,
+    pub frames_in: u64,
+    pub updates_in: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub moves_out: u64,
+}
+
+impl Counters {
+    /// Add one.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add `n`.
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The values now.
+    pub fn read(&self) -> CounterValues {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterValues {
+            connected: r(&self.connected),
+            failed: r(&self.failed),
+            disconnects: r(&self.disconnects),
+            kicks: r(&self.kicks),
+            corrections: r(&self.corrections),
+            errors: r(&self.errors),
+            frames_in: r(&self.frames_in),
+            updates_in: r(&self.updates_in),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            moves_out: r(&self.moves_out),
+        }
+    }
+}
+
+/// Everything the bots share.
+#[derive(Debug)]
+pub struct Stats {
+    /// The counters.
+    pub counters: Counters,
+    /// Move→ack latency of the probes during the steady state, merged as
+    /// each probe ends (a std `Mutex`: taken once per probe, never across `.await`).
+    pub move_ack: Mutex<Histogram<u64>>,
+    /// Connect (TCP + upgrade + `Welcome`) latency of every bot.
+    pub connect: Mutex<Histogram<u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            counters: Counters::default(),
+            move_ack: Mutex::new(histogram()),
+            connect: Mutex::new(histogram()),
+        }
+    }
+}
+
+impl Stats {
+    /// Record one latency in µs into a shared histogram.
+    pub fn record(histogram: &Mutex<Histogram<u64>>, us: u64) {
+        let mut h = histogram
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+    }
+
+    /// Merge a probe's histogram.
+    pub fn merge(histogram: &Mutex<Histogram<u64>>, other: &Histogram<u64>) {
+        let mut h = histogram
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = h.add(other);
+    }
+}

@@ -1,0 +1,204 @@
+//! One load test from start to report: get tokens, start the bots over the
+//! ramp, measure the steady state (counters, latency, CPU and memory), stop
+//! the bots cleanly and summarise.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meridian_protocol::Encoding;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::bot::{self, Plan, Shared};
+use crate::procstat::{self, Process, Sampler};
+use crate::report::{Latency, ProcessStats, Report};
+use crate::stats::{CounterValues, Stats};
+use crate::walk::Walk;
+use crate::{tokens, LoadtestError, Options};
+
+/// Time between token acquisition and the first bot's connect, so that the
+/// bots' own setup does not land in the ramp.
+const LEAD_IN: Duration = Duration::from_millis(200);
+
+/// How often progress and memory are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// How long stopped bots may take to close their sockets.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run a load test and report on it.
+///
+/// # Errors
+/// `LoadtestError` if the options are invalid or no tokens can be had.
+/// Everything that goes wrong for single bots is counted in the report instead.
+pub async fn run(options: Options) -> Result<Report, LoadtestError> {
+    options.validate()?;
+    let server_pid = if options.no_server_stats {
+        None
+    } else {
+        options
+            .server_pid
+            .or_else(|| procstat::find(&options.server_name))
+    };
+    if server_pid.is_none() && !options.no_server_stats {
+        tracing::warn!(name = %options.server_name, "no server process found: its CPU and RSS are not reported");
+    }
+    let credentials = tokens::acquire(&options).await?;
+    let area = options.area();
+    let encoding = Encoding::from(options.encoding);
+    let probes = options.probe_count();
+    let t0 = Instant::now() + LEAD_IN;
+    let ramp = Duration::from_secs_f64(options.ramp);
+    let window = (
+        t0 + ramp,
+        t0 + ramp + Duration::from_secs_f64(options.duration),
+    );
+    let shared = Arc::new(Shared {
+        stats: Stats::default(),
+        walk: Walk::new(area, &credentials.obstacles),
+        window,
+        stop: CancellationToken::new(),
+    });
+
+    let mut bots = JoinSet::new();
+    let move_period = Duration::from_secs_f64(1.0 / options.move_hz);
+    for (index, token) in credentials.tokens.into_iter().enumerate() {
+        let plan = Plan {
+            index,
+            url: options.urls[index % options.urls.len()].clone(),
+            token,
+            world: options.world.clone(),
+            encoding,
+            // Spread evenly: exactly `probes` of the bots, over every shard
+            // and the whole ramp.
+            probe: (index * probes) % options.bots < probes,
+            start_at: t0 + ramp.mul_f64(index as f64 / options.bots as f64),
+            move_period,
+            speeds: (options.min_speed, options.max_speed),
+        };
+        if plan.token.is_none() && !options.token_free {
+            // Its login failed: it cannot join.
+            shared
+                .stats
+                .counters
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        bots.spawn(bot::run(plan, Arc::clone(&shared)));
+    }
+
+    let progress = progress_bar(&options);
+    let mut samplers: Option<(Sampler, Sampler, CounterValues)> = None;
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        every.tick().await;
+        let now = Instant::now();
+        let c = shared.stats.counters.read();
+        progress.set_position(now.saturating_duration_since(t0).as_secs());
+        progress.set_message(format!(
+            "connected {}/{}  failed {}  corrections {}  errors {}  disconnects {}",
+            c.connected, options.bots, c.failed, c.corrections, c.errors, c.disconnects
+        ));
+        if now >= window.1 {
+            break;
+        }
+        match &mut samplers {
+            None if now >= window.0 => {
+                let server = Sampler::start(server_pid.map_or(Process::Myself, Process::Pid));
+                samplers = Some((server, Sampler::start(Process::Myself), c));
+            }
+            Some((server, me, _)) => {
+                server.sample_memory();
+                me.sample_memory();
+            }
+            None => {}
+        }
+    }
+    let end = shared.stats.counters.read();
+    let seconds = options.duration;
+    let (server, me, start) = match samplers {
+        Some((server, me, start)) => (
+            server_pid
+                .and(server.finish())
+                .map(|s| stats(server_pid, s)),
+            me.finish().map(|s| stats(None, s)),
+            start,
+        ),
+        None => (None, None, CounterValues::default()),
+    };
+    progress.finish_and_clear();
+
+    shared.stop.cancel();
+    let _ = tokio::time::timeout(STOP_TIMEOUT, async {
+        while bots.join_next().await.is_some() {}
+    })
+    .await;
+    bots.abort_all();
+
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
+    let present = start.connected.saturating_sub(start.disconnects).max(1);
+    let bad = end.failed + end.errors + end.disconnects;
+    let error_rate = bad as f64 / options.bots as f64;
+    let lock = |h: &std::sync::Mutex<_>| {
+        Latency::from_us(&h.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    Ok(Report {
+        urls: options.urls.clone(),
+        bots: options.bots,
+        probes,
+        encoding: options.encoding,
+        auth: credentials.mode,
+        ramp_s: options.ramp,
+        duration_s: options.duration,
+        move_hz: options.move_hz,
+        area,
+        connected: end.connected,
+        failed: end.failed,
+        connect_ms: lock(&shared.stats.connect),
+        login_ms: Latency::from_us(&credentials.latency),
+        move_ack_ms: lock(&shared.stats.move_ack),
+        updates_per_bot_per_s: rate(end.updates_in, start.updates_in) / present as f64,
+        frames_in_per_s: rate(end.frames_in, start.frames_in),
+        bytes_in_per_s: rate(end.bytes_in, start.bytes_in),
+        bytes_out_per_s: rate(end.bytes_out, start.bytes_out),
+        moves_per_s: rate(end.moves_out, start.moves_out),
+        corrections: end.corrections,
+        errors: end.errors,
+        kicks: end.kicks,
+        disconnects: end.disconnects,
+        error_rate,
+        max_error_rate: options.max_error_rate,
+        passed: error_rate <= options.max_error_rate,
+        server,
+        bots_process: me,
+    })
+}
+
+fn stats(pid: Option<u32>, (cpu, rss_max, rss_last): (f64, u64, u64)) -> ProcessStats {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    ProcessStats {
+        pid,
+        cpu_percent: cpu,
+        rss_mib_max: mib(rss_max),
+        rss_mib_last: mib(rss_last),
+    }
+}
+
+/// A progress bar over the whole run, hidden when stdout is not a terminal.
+fn progress_bar(options: &Options) -> ProgressBar {
+    let total = (options.ramp + options.duration).ceil() as u64;
+    let target = if options.quiet || !std::io::stdout().is_terminal() {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stdout()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {pos:>4}/{len}s  {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -1,0 +1,314 @@
+//! `POST /admin/bots`: access tokens for load-test bots without password
+//! logins, optionally placing the bots at random legal points of a box, and
+//! the boxes bots must keep out of to walk without corrections.
+//!
+//! Request: `Authorization: Bearer <OPS_TOKEN>` and
+//! `{"count": N, "prefix": "bot", "first": 0, "world": "demo", "within": [min_lon, min_lat, max_lon, max_lat]}`
+//! (all but `count` optional). Answer: `{"world", "tokens": [{"user_id", "token"}], "obstacles":
+//! [{"kind", "bbox", "max_speed_mps"}]}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use geo::BoundingRect;
+use meridian_protocol::{AreaKind, LonLat};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::OpsState;
+use crate::auth::{AuthError, BotError};
+use crate::store::{now_ms, Area, StoreError, StoredPosition, WorldDef};
+
+/// The most bots one call creates: enough for any single shard, small enough
+/// that one call cannot tie up the store for long.
+pub const MAX_BOTS_PER_CALL: usize = 20_000;
+
+/// Random points tried per bot before it is left to spawn normally.
+const PLACEMENT_TRIES: usize = 64;
+
+/// Positions written per store call.
+const PLACEMENT_BATCH: usize = 1_000;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BotsRequest {
+    /// How many bots, at most `MAX_BOTS_PER_CALL`; 0 just returns the obstacles.
+    count: usize,
+    /// Bots are named `<prefix>-<i>`.
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    /// The number of the first bot, so that calls in batches name bots on.
+    #[serde(default)]
+    first: usize,
+    /// The world to place bots in and describe; the shard's default world if absent.
+    world: Option<String>,
+    /// Place each bot at a random legal point of this box
+    /// (`[min_lon, min_lat, max_lon, max_lat]`) instead of where it last was.
+    within: Option<[f64; 4]>,
+}
+
+fn default_prefix() -> String {
+    "bot".into()
+}
+
+/// One bot's credentials.
+#[derive(Debug, Serialize)]
+pub(super) struct BotToken {
+    user_id: Uuid,
+    token: String,
+}
+
+/// A box a bot must not walk into: a blocked area, or an area with a lower
+/// speed limit, as the bounding box of its shape.
+#[derive(Debug, Serialize)]
+pub(super) struct Obstacle {
+    kind: AreaKind,
+    /// `[min_lon, min_lat, max_lon, max_lat]`.
+    bbox: [f64; 4],
+    /// The limit inside a `speed_limit` area.
+    max_speed_mps: Option<f64>,
+}
+
+/// The answer.
+#[derive(Debug, Serialize)]
+pub(super) struct BotsResponse {
+    world: String,
+    tokens: Vec<BotToken>,
+    obstacles: Vec<Obstacle>,
+}
+
+/// A refused or failed admin request.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AdminError {
+    #[error("the admin API is disabled: set OPS_TOKEN to enable it")]
+    Disabled,
+    #[error("send Authorization: Bearer <OPS_TOKEN>")]
+    MissingToken,
+    #[error("wrong admin token")]
+    WrongToken,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no world named {0:?}")]
+    UnknownWorld(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("try again later")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Disabled | Self::UnknownWorld(_) => StatusCode::NOT_FOUND,
+            Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::WrongToken => StatusCode::FORBIDDEN,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Disabled => "admin_disabled",
+            Self::MissingToken => "unauthenticated",
+            Self::WrongToken => "forbidden",
+            Self::Invalid(_) => "invalid_request",
+            Self::UnknownWorld(_) => "unknown_world",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Unavailable(cause) => tracing::warn!(error = %cause, "admin request failed"),
+            Self::Internal(cause) => tracing::error!(error = %cause, "admin request failed"),
+            _ => {}
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        (self.status_code(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Migration(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            StoreError::Conflict(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BotError> for AdminError {
+    fn from(e: BotError) -> Self {
+        match e {
+            BotError::Prefix(_) => Self::Invalid(e.to_string()),
+            BotError::Taken(_) => Self::Conflict(e.to_string()),
+            BotError::Auth(AuthError::Store(e)) => e.into(),
+            BotError::Auth(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Refuse the request unless it carries the configured admin token.
+fn authorize(state: &OpsState, headers: &HeaderMap) -> Result<(), AdminError> {
+    let expected = state.ops_token.as_deref().ok_or(AdminError::Disabled)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(AdminError::MissingToken)?;
+    // Comparing digests keeps the comparison's timing independent of how
+    // much of the token an attacker has guessed.
+    if Sha256::digest(given) == Sha256::digest(expected) {
+        Ok(())
+    } else {
+        Err(AdminError::WrongToken)
+    }
+}
+
+/// `POST /admin/bots`.
+pub(super) async fn mint(
+    State(state): State<OpsState>,
+    headers: HeaderMap,
+    body: Result<Json<BotsRequest>, JsonRejection>,
+) -> Result<Json<BotsResponse>, AdminError> {
+    authorize(&state, &headers)?;
+    let Json(request) = body.map_err(|e| AdminError::Invalid(e.body_text()))?;
+    if request.count > MAX_BOTS_PER_CALL {
+        return Err(AdminError::Invalid(format!(
+            "count must be at most {MAX_BOTS_PER_CALL}"
+        )));
+    }
+    if request.first > usize::MAX / 2 {
+        return Err(AdminError::Invalid("first is too large".into()));
+    }
+    if let Some(within) = request.within {
+        let [min_lon, min_lat, max_lon, max_lat] = within;
+        let ok = within.iter().all(|v| v.is_finite())
+            && min_lon < max_lon
+            && min_lat < max_lat
+            && (-180.0..=180.0).contains(&min_lon)
+            && (-180.0..=180.0).contains(&max_lon)
+            && (-90.0..=90.0).contains(&min_lat)
+            && (-90.0..=90.0).contains(&max_lat);
+        if !ok {
+            return Err(AdminError::Invalid(
+                "within must be [min_lon, min_lat, max_lon, max_lat] with min < max".into(),
+            ));
+        }
+    }
+    let name = request.world.unwrap_or_else(|| state.default_world.clone());
+    let world = state
+        .store
+        .worlds()
+        .await?
+        .into_iter()
+        .find(|w| w.name == name)
+        .ok_or(AdminError::UnknownWorld(name))?;
+    let areas = state.store.areas(world.id).await?;
+    let obstacles = obstacles(&areas);
+
+    let grants = state
+        .auth
+        .bot_sessions(&request.prefix, request.first, request.count)
+        .await?;
+    if let Some(within) = request.within {
+        place(&state, &world, &obstacles, within, &grants).await?;
+    }
+    tracing::info!(
+        count = grants.len(),
+        world = %world.name,
+        placed = request.within.is_some(),
+        "bot sessions opened"
+    );
+    Ok(Json(BotsResponse {
+        world: world.name,
+        tokens: grants
+            .into_iter()
+            .map(|g| BotToken {
+                user_id: g.user_id,
+                token: g.token,
+            })
+            .collect(),
+        obstacles,
+    }))
+}
+
+/// The boxes of the areas that refuse or slow movement.
+fn obstacles(areas: &[Area]) -> Vec<Obstacle> {
+    areas
+        .iter()
+        .filter(|a| matches!(a.kind, AreaKind::Blocked | AreaKind::SpeedLimit))
+        .filter_map(|a| {
+            let rect = a.geometry.bounding_rect()?;
+            Some(Obstacle {
+                kind: a.kind,
+                bbox: [rect.min().x, rect.min().y, rect.max().x, rect.max().y],
+                max_speed_mps: a.properties.get("max_speed_mps").and_then(|v| v.as_f64()),
+            })
+        })
+        .collect()
+}
+
+/// Store a random legal position inside `within` for each bot, under a fresh
+/// epoch so that it wins over wherever the bot was left last time.
+async fn place(
+    state: &OpsState,
+    world: &WorldDef,
+    obstacles: &[Obstacle],
+    within: [f64; 4],
+    grants: &[crate::auth::Grant],
+) -> Result<(), AdminError> {
+    let inside =
+        |p: LonLat, b: &[f64; 4]| p.lon >= b[0] && p.lat >= b[1] && p.lon <= b[2] && p.lat <= b[3];
+    let mut batch = Vec::with_capacity(PLACEMENT_BATCH.min(grants.len()));
+    for grant in grants {
+        let point = {
+            let mut rng = rand::rng();
+            (0..PLACEMENT_TRIES)
+                .map(|_| LonLat {
+                    lon: rng.random_range(within[0]..=within[2]),
+                    lat: rng.random_range(within[1]..=within[3]),
+                })
+                .find(|&p| {
+                    world.bounds.contains(p) && !obstacles.iter().any(|o| inside(p, &o.bbox))
+                })
+        };
+        // A box with no legal point leaves the bot to spawn as usual.
+        let Some(position) = point else { continue };
+        batch.push(StoredPosition {
+            user_id: grant.user_id,
+            world_id: world.id,
+            position,
+            heading: 0.0,
+            epoch: state.store.next_epoch(grant.user_id).await?,
+            seq: 0,
+            updated_at_ms: now_ms(),
+        });
+        if batch.len() == PLACEMENT_BATCH {
+            state.store.save_positions(&batch).await?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        state.store.save_positions(&batch).await?;
+    }
+    Ok(())
+}
