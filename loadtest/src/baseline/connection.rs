@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::codec::write_bincode_update;
 use meridian_protocol::{
@@ -165,6 +165,8 @@ where
 {
     let mut ticks = group.subscribe();
     let mut last_ack = 0;
+    // Reused like the server's writer does: no allocation per frame.
+    let mut buffer = BytesMut::new();
     let mut moved = Vec::new();
     while ticks.changed().await.is_ok() {
         let tick = Arc::clone(&ticks.borrow_and_update());
@@ -183,18 +185,23 @@ where
             moved: Vec::new(),
             left: Vec::new(),
         };
-        let bytes = match encoding {
+        let message = match encoding {
             Encoding::Bincode => {
-                let mut out = Vec::with_capacity(32 + moved.len() * 16);
-                write_bincode_update(&mut out, &header, moved.iter().map(|(_, _, wire)| wire));
-                out
+                buffer.reserve(32 + moved.len() * 16);
+                write_bincode_update(
+                    &mut (&mut buffer).writer(),
+                    &header,
+                    moved.iter().map(|(_, _, wire)| wire),
+                )
+                .expect("writing to memory cannot fail");
+                Message::Binary(buffer.split().freeze())
             }
             Encoding::Json => {
                 header.moved = moved.iter().map(|(_, state, _)| *state).collect();
-                encoding.encode(&ServerMessage::Update(header))
+                frame(encoding, encoding.encode(&ServerMessage::Update(header)))
             }
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame(encoding, bytes))).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
