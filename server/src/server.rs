@@ -198,6 +198,8 @@ impl Server {
                 auth: Arc::clone(&self.auth),
                 ops_token: self.config.ops_token.as_deref().map(Arc::from),
                 default_world: self.default_world.clone(),
+                worlds: self.worlds.values().cloned().collect(),
+                shard: ops::ShardInfo::new(&self.config),
             }),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

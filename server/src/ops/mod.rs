@@ -1,8 +1,12 @@
-//! The ops port: liveness and readiness for orchestrators, and the admin API.
+//! The ops port: liveness and readiness for orchestrators, the shard's status,
+//! and the admin API.
 //! Private by default (`OPS_ADDR` is loopback).
 
 mod bots;
 mod health;
+mod status;
+
+pub use status::ShardInfo;
 
 use std::sync::Arc;
 
@@ -25,6 +29,10 @@ pub struct OpsState {
     pub ops_token: Option<Arc<str>>,
     /// The world bots are placed in when a request names none.
     pub default_world: String,
+    /// The running worlds, whose snapshots `/api/status` reads.
+    pub worlds: Vec<crate::world::WorldHandle>,
+    /// Facts about the shard for `/api/status`.
+    pub shard: ShardInfo,
 }
 
 /// The ops routes.
@@ -32,6 +40,7 @@ pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/status", get(status::status))
         .route("/admin/bots", post(bots::mint))
         .with_state(state)
 }

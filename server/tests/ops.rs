@@ -1,0 +1,43 @@
+//! The ops port's status endpoint.
+
+mod util;
+
+use meridian_protocol::Encoding;
+use util::{offset, TestServer, CENTER};
+
+#[tokio::test]
+async fn status_reports_players_and_tick_percentiles_without_secrets() {
+    let server =
+        TestServer::start_with(|c| c.ops_token = Some("ops-token-ops-token-0123".into())).await;
+    let _a = server
+        .player("status_a", "fast", CENTER, Encoding::Bincode)
+        .await;
+    let _b = server
+        .player(
+            "status_b",
+            "fast",
+            offset(CENTER, 10.0, 0.0),
+            Encoding::Json,
+        )
+        .await;
+    // Percentiles are refreshed once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, body) = server.ops_get("/api/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["shard_id"], "shard-1");
+    assert_eq!(body["config"]["tick_hz"], 20);
+    let worlds = body["worlds"].as_array().unwrap();
+    let fast = worlds.iter().find(|w| w["name"] == "fast").unwrap();
+    assert_eq!(fast["players"], 2);
+    let arena = worlds.iter().find(|w| w["name"] == "arena").unwrap();
+    assert_eq!(arena["players"], 0);
+    let tick = &fast["tick_us"];
+    assert!(fast["tick"].as_u64().unwrap() >= 20);
+    assert!(tick["p50"].as_u64().unwrap() <= tick["p99"].as_u64().unwrap());
+    assert!(tick["p99"].as_u64().unwrap() <= tick["max"].as_u64().unwrap());
+    let text = body.to_string();
+    for secret in ["test-secret", "ops-token", "jwt", "password"] {
+        assert!(!text.contains(secret), "status leaks {secret}: {text}");
+    }
+    server.stop().await;
+}
