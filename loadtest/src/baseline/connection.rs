@@ -23,8 +23,9 @@ use uuid::Uuid;
 use super::hub::{Group, Hub};
 use super::WELCOME_POSITION;
 
-/// As the shard's gateway: client frames are under 8 KiB.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// As the shard's gateway (see its `READ_BUFFER_BYTES`): client frames are
+/// small, and tungstenite zero-fills this much before every read.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// As the shard's gateway: most bytes buffered for a socket that is not writable.
 const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
