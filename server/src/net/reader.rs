@@ -88,14 +88,33 @@ pub async fn run(mut reader: Reader) -> End {
 async fn read(reader: &mut Reader) -> End {
     let mut limiter = Limiter::new(reader.settings.client_msg_rate, Instant::now());
     let closer = Arc::clone(&reader.link.closer);
+    // Both futures live across the loop: creating a cancellation wait or a
+    // timer per frame registers and removes a waker or timer entry each time,
+    // which at tens of thousands of frames a second was measurable. The idle
+    // timer is re-armed only when it fires, from the time of the last frame.
+    let closed = closer.closed();
+    tokio::pin!(closed);
+    let idle_timeout = reader.settings.idle_timeout;
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut last_frame = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
             biased;
-            () = closer.closed() => return End::Dropped,
-            next = tokio::time::timeout(reader.settings.idle_timeout, reader.stream.next()) => next,
+            () = &mut closed => return End::Dropped,
+            next = reader.stream.next() => Ok(next),
+            () = &mut idle => {
+                let deadline = last_frame + idle_timeout;
+                if deadline > tokio::time::Instant::now() {
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
+                Err(())
+            }
         };
+        last_frame = tokio::time::Instant::now();
         let frame = match next {
-            Err(_) => {
+            Err(()) => {
                 reply(reader, kicked(KickReason::Idle)).await;
                 closer.close(close::IDLE, "idle timeout");
                 return End::Dropped;

@@ -60,10 +60,14 @@ where
     let mut next_update = Instant::now();
     // The first snapshot is a full view for a client that knows nothing.
     w.snapshots.mark_changed();
+    // One cancellation wait for the whole loop, not one per wake-up.
+    let closer = Arc::clone(&w.closer);
+    let closed = closer.closed();
+    tokio::pin!(closed);
     let stuck = loop {
         tokio::select! {
             biased;
-            () = w.closer.closed() => break false,
+            () = &mut closed => break false,
             Some(Outgoing::Message(message)) = w.outbox.recv() => {
                 w.room.notify_one();
                 if !send(&mut w.sink, &w.closer, frames::encode(w.encoding, &message)).await {
