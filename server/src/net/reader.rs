@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use super::limiter::Limiter;
 use super::NetSettings;
 use crate::store::now_ms;
-use crate::world::{Command, ConnLink, Input};
+use crate::world::{Command, ConnLink, Half, Input};
 
 /// Outbox slots the reader leaves free for the tick's messages (corrections,
 /// area events, kicks), of `world::link::OUTBOX_CAPACITY`.
@@ -92,7 +92,7 @@ async fn read(reader: &mut Reader) -> End {
     // timer per frame registers and removes a waker or timer entry each time,
     // which at tens of thousands of frames a second was measurable. The idle
     // timer is re-armed only when it fires, from the time of the last frame.
-    let closed = closer.closed();
+    let closed = closer.closed(Half::Reader);
     tokio::pin!(closed);
     let idle_timeout = reader.settings.idle_timeout;
     let idle = tokio::time::sleep(idle_timeout);
@@ -275,7 +275,7 @@ async fn reply(reader: &Reader, message: ServerMessage) -> bool {
     while link.outbox.capacity() <= TICK_HEADROOM {
         tokio::select! {
             () = reader.room.notified() => {}
-            () = link.closer.closed() => return false,
+            () = link.closer.closed(Half::Reader) => return false,
         }
     }
     // Only the tick competes for the free slots, and it leaves most of them.

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::connection::close_frame;
 use super::{frames, WRITE_TIMEOUT};
 use crate::world::interest::{Delta, Interest, View};
-use crate::world::{Closer, Outgoing, Snapshot};
+use crate::world::{Closer, Half, Outgoing, Snapshot};
 
 /// How long the final messages and close frame may take on a closing socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,7 +62,7 @@ where
     w.snapshots.mark_changed();
     // One cancellation wait for the whole loop, not one per wake-up.
     let closer = Arc::clone(&w.closer);
-    let closed = closer.closed();
+    let closed = closer.closed(Half::Writer);
     tokio::pin!(closed);
     let stuck = loop {
         tokio::select! {
