@@ -15,20 +15,11 @@ use axum::Router;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::codec::write_bincode_update;
-use meridian_protocol::{
-    limits, ClientMessage, Encoding, EntityState, LonLat, ServerMessage, Update,
-};
+use meridian_protocol::{ClientMessage, Encoding, EntityState, LonLat, ServerMessage, Update};
 use uuid::Uuid;
 
 use super::hub::{Group, Hub};
 use super::WELCOME_POSITION;
-
-/// As the shard's gateway (see its `READ_BUFFER_BYTES`): client frames are
-/// small, and tungstenite zero-fills this much before every read.
-const READ_BUFFER_BYTES: usize = 1024;
-
-/// As the shard's gateway: most bytes buffered for a socket that is not writable.
-const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
 
 /// As the shard: a socket must say `Hello` this soon.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,12 +37,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = ws.protocols(Encoding::SUBPROTOCOLS);
-    let Some(encoding) = ws
-        .selected_protocol()
-        .and_then(|v| v.to_str().ok())
-        .and_then(Encoding::from_subprotocol)
-    else {
+    let Some((ws, encoding)) = meridian_server::net::negotiate(ws) else {
         return (
             StatusCode::BAD_REQUEST,
             "request meridian.v1.bincode or meridian.v1.json",
@@ -60,11 +46,7 @@ async fn upgrade(
     };
     // Any bearer token is accepted, as any Hello is: there is no account here.
     let by_header = headers.contains_key(header::AUTHORIZATION);
-    ws.read_buffer_size(READ_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(limits::MAX_FRAME_BYTES)
-        .max_frame_size(limits::MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(hub, socket, encoding, by_header))
+    ws.on_upgrade(move |socket| serve(hub, socket, encoding, by_header))
 }
 
 fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {

@@ -25,7 +25,7 @@ use crate::store::Store;
 use crate::world::interest::View;
 use crate::world::WorldHandle;
 
-pub use upgrade::router;
+pub use upgrade::{negotiate, router};
 
 /// How long a socket may take to authenticate before it is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -34,6 +34,25 @@ struct WsQuery {
     world: Option<String>,
 }
 
+/// Pick a socket's encoding from the subprotocols its client requested, and
+/// apply the gateway's socket limits (read buffer, write buffer, frame size).
+/// `None` if the client requested none of ours. The transport baseline calls
+/// this too, so that it is the same stack as the gateway.
+#[must_use]
+pub fn negotiate(ws: WebSocketUpgrade) -> Option<(WebSocketUpgrade, Encoding)> {
+    let ws = ws.protocols(Encoding::SUBPROTOCOLS);
+    let encoding = ws
+        .selected_protocol()
+        .and_then(|v| v.to_str().ok())
+        .and_then(Encoding::from_subprotocol)?;
+    let ws = ws
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(limits::MAX_FRAME_BYTES)
+        .max_frame_size(limits::MAX_FRAME_BYTES);
+    Some((ws, encoding))
+}
+
 /// The game port's WebSocket route.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().route("/ws", get(upgrade)).with_state(gateway)
@@ -53,12 +72,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = ws.protocols(Encoding::SUBPROTOCOLS);
-    let Some(encoding) = ws
-        .selected_protocol()
-        .and_then(|v| v.to_str().ok())
-        .and_then(Encoding::from_subprotocol)
-    else {
+    let Some((ws, encoding)) = negotiate(ws) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "unsupported_subprotocol",
@@ -90,18 +104,14 @@ async fn upgrade(
             }
         },
     };
-    ws.read_buffer_size(READ_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(limits::MAX_FRAME_BYTES)
-        .max_frame_size(limits::MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| {
-            let tracker = gateway.tracker.clone();
-            tracker.track_future(connection::serve(
-                gateway,
-                socket,
-                encoding,
-                identity,
-                query.world,
-            ))
-        })
+    ws.on_upgrade(move |socket| {
+        let tracker = gateway.tracker.clone();
+        tracker.track_future(connection::serve(
+            gateway,
+            socket,
+            encoding,
+            identity,
+            query.world,
+        ))
+    })
 }
