@@ -237,17 +237,7 @@ impl TestServer {
 
     /// Register and log in an account; returns (user id, access token).
     pub async fn login(&self, username: &str) -> (Uuid, String) {
-        let credentials =
-            serde_json::json!({ "username": username, "password": "a-good-password" });
-        let (status, _) = self.post("/api/register", credentials.clone()).await;
-        assert!(
-            status == 201 || status == 409,
-            "register {username}: {status}"
-        );
-        let (status, body) = self.post("/api/login", credentials).await;
-        assert_eq!(status, 200, "login {username}: {body}");
-        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
-        (user_id, body["token"].as_str().unwrap().to_owned())
+        login_at(&self.http, self.game, username).await
     }
 
     /// Put a player somewhere before they connect (as if they had logged out there).
@@ -287,17 +277,7 @@ impl TestServer {
 
     /// GET a path on the ops port; returns (status, body).
     pub async fn ops_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.ops))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        get_json(&self.http, &format!("http://{}{path}", self.ops)).await
     }
 }
 
@@ -307,6 +287,44 @@ impl Drop for TestServer {
             task.abort();
         }
     }
+}
+
+/// Register (or find registered) and log in an account on a shard's game
+/// port; returns (user id, access token).
+pub async fn login_at(http: &reqwest::Client, game: SocketAddr, username: &str) -> (Uuid, String) {
+    let credentials = serde_json::json!({ "username": username, "password": "a-good-password" });
+    let url = |path: &str| format!("http://{game}{path}");
+    let response = http
+        .post(url("/api/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert!(
+        status == 201 || status == 409,
+        "register {username}: {status}"
+    );
+    let response = http
+        .post(url("/api/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "login {username}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
+    (user_id, body["token"].as_str().unwrap().to_owned())
+}
+
+/// GET a URL; returns (status, JSON body or null).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Open the data directory's SQLite store.
@@ -627,48 +645,12 @@ impl ServerProcess {
 
     /// Register (if needed) and log in an account; returns (user id, access token).
     pub async fn login(&self, username: &str) -> (Uuid, String) {
-        let credentials =
-            serde_json::json!({ "username": username, "password": "a-good-password" });
-        let url = |path: &str| format!("http://{}{path}", self.game);
-        let status = self
-            .http
-            .post(url("/api/register"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        assert!(
-            status == 201 || status == 409,
-            "register {username}: {status}"
-        );
-        let response = self
-            .http
-            .post(url("/api/login"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200, "login {username}");
-        let body: serde_json::Value = response.json().await.unwrap();
-        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
-        (user_id, body["token"].as_str().unwrap().to_owned())
+        login_at(&self.http, self.game, username).await
     }
 
     /// GET a path on the ops port; returns (status, body).
     pub async fn ops_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.ops))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        get_json(&self.http, &format!("http://{}{path}", self.ops)).await
     }
 
     /// SIGKILL the process (no chance to flush) and reap it.
