@@ -115,7 +115,11 @@ pub async fn serve(
         update_hz,
         room,
     });
-    let ((), end) = tokio::join!(writer, reader);
+    // Separate tasks: a wake-up for one half (a frame in, a tick out) polls
+    // only that half.
+    let writer = gateway.tracker.spawn(writer);
+    let end = reader.await;
+    let _ = writer.await;
     // A dropped player stays for the resume grace period, one who closed
     // normally leaves now; unless the tick already removed it (kick) or
     // another connection took it over (conn_id differs).

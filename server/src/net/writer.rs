@@ -7,11 +7,13 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::SinkExt;
-use meridian_protocol::{close, Encoding};
+use meridian_protocol::{close, Encoding, ServerMessage};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
@@ -48,6 +50,42 @@ pub struct Writer<S> {
     pub room: Arc<Notify>,
 }
 
+/// What woke the writer.
+enum Wake {
+    /// Someone asked to close.
+    Closed,
+    /// A message for this client alone.
+    Message(ServerMessage),
+    /// A new snapshot.
+    Snapshot,
+    /// The world stopped publishing.
+    WorldStopped,
+}
+
+/// Wait for something to do. The writer's one waker slot (see `Closer`) is
+/// registered first; then the flag, the outbox and the snapshot version are
+/// checked without registering with either channel.
+async fn next(w: &mut Writer<impl Sized>) -> Wake {
+    std::future::poll_fn(|cx| {
+        w.closer.register(Half::Writer, cx.waker());
+        if w.closer.is_closed() {
+            return Poll::Ready(Wake::Closed);
+        }
+        match w.outbox.try_recv() {
+            Ok(Outgoing::Message(message)) => return Poll::Ready(Wake::Message(message)),
+            // Every sender is gone: the tick and the reader both let go.
+            Err(TryRecvError::Disconnected) => return Poll::Ready(Wake::Closed),
+            Err(TryRecvError::Empty) => {}
+        }
+        match w.snapshots.has_changed() {
+            Ok(true) => Poll::Ready(Wake::Snapshot),
+            Ok(false) => Poll::Pending,
+            Err(_) => Poll::Ready(Wake::WorldStopped),
+        }
+    })
+    .await
+}
+
 /// Write until the connection closes or the client stops reading.
 pub async fn run<S>(mut w: Writer<S>)
 where
@@ -60,25 +98,20 @@ where
     let mut next_update = Instant::now();
     // The first snapshot is a full view for a client that knows nothing.
     w.snapshots.mark_changed();
-    // One cancellation wait for the whole loop, not one per wake-up.
-    let closer = Arc::clone(&w.closer);
-    let closed = closer.closed(Half::Writer);
-    tokio::pin!(closed);
     let stuck = loop {
-        tokio::select! {
-            biased;
-            () = &mut closed => break false,
-            Some(Outgoing::Message(message)) = w.outbox.recv() => {
+        match next(&mut w).await {
+            Wake::Closed => break false,
+            Wake::Message(message) => {
                 w.room.notify_one();
                 if !send(&mut w.sink, &w.closer, frames::encode(w.encoding, &message)).await {
                     break true;
                 }
             }
-            changed = w.snapshots.changed() => {
-                if changed.is_err() {
-                    w.closer.close(close::GOING_AWAY, "world stopped");
-                    break false;
-                }
+            Wake::WorldStopped => {
+                w.closer.close(close::GOING_AWAY, "world stopped");
+                break false;
+            }
+            Wake::Snapshot => {
                 let hz = w.update_hz.load(Ordering::Relaxed).clamp(1, w.tick_hz);
                 if hz < w.tick_hz {
                     // A client that asked for fewer updates gets the newest state

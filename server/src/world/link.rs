@@ -33,13 +33,16 @@ pub enum Half {
     Writer = 1,
 }
 
-/// Closes one connection, once, with a close code and reason. Whoever closes
-/// first (tick, reader, writer) decides the code.
+/// Closes one connection, once, with a close code and reason, and wakes its
+/// halves. Whoever closes first (tick, reader, writer) decides the code.
 ///
-/// A connection has exactly two waiters, its reader and its writer, which poll
-/// `closed` on every wake-up; a flag and one lock-free waker slot per half
-/// make that poll two atomic operations (a cancellation token's took a lock,
-/// measurably, at thousands of connections).
+/// A connection has exactly two waiters, its reader and its writer, which
+/// register on every wake-up; a flag and one lock-free waker slot per half
+/// make that two atomic operations (a cancellation token's took a lock,
+/// measurably, at thousands of connections). The writer's slot is also its
+/// only wake-up source: the tick wakes it for each new snapshot and
+/// `ConnLink::send` for each queued message, so a writer registers one waker
+/// per wake-up instead of one with each of the channels it reads.
 #[derive(Debug, Default)]
 pub struct Closer {
     closed: AtomicBool,
@@ -57,11 +60,22 @@ impl Closer {
         }
     }
 
+    /// Register `waker` to be woken for `half`. Register before checking what
+    /// there is to do, so that a wake in between is not lost.
+    pub fn register(&self, half: Half, waker: &std::task::Waker) {
+        self.wakers[half as usize].register(waker);
+    }
+
+    /// Wake whichever task waits on `half`.
+    pub fn wake(&self, half: Half) {
+        self.wakers[half as usize].wake();
+    }
+
     /// Resolves once someone asked to close. Each half waits with its own slot.
     pub fn closed(&self, half: Half) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             // Register before checking, so a close in between still wakes us.
-            self.wakers[half as usize].register(cx.waker());
+            self.register(half, cx.waker());
             if self.closed.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
@@ -113,7 +127,10 @@ impl ConnLink {
     /// as too slow, if its outbox is full.
     pub fn send(&self, message: ServerMessage) -> bool {
         match self.outbox.try_send(Outgoing::Message(message)) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.closer.wake(Half::Writer);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closer
                     .close(meridian_protocol::close::TOO_SLOW, "client too slow");
