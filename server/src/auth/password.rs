@@ -1,12 +1,20 @@
-//! Password hashing with Argon2id, run on the blocking pool behind a
-//! concurrency cap so that a login storm never occupies the async threads.
+//! Password hashing with Argon2id, run on a few dedicated threads at a lowered
+//! scheduling priority, so that a login storm never occupies the async
+//! threads and never takes CPU the game needs.
 
-use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::RngCore;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell};
+
+/// The nice value of the hashing threads (0 is normal, 19 the lowest). When
+/// the game and the hashes want the same cores, the kernel gives the game's
+/// threads about ten times the hashes' share: logins slow down in a storm,
+/// players do not. When the cores are idle, hashes run at full speed.
+pub const HASH_NICE: i32 = 10;
 
 /// Why hashing or verification failed. Neither carries the password.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +25,9 @@ pub enum PasswordError {
     /// A stored hash is not a PHC string Argon2 understands.
     #[error("stored password hash is unreadable: {0}")]
     Corrupt(argon2::password_hash::Error),
-    /// The blocking task panicked or the runtime is shutting down.
-    #[error("password task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// The hashing thread died or the hasher is shutting down.
+    #[error("password hashing is unavailable")]
+    Unavailable,
 }
 
 /// Hash a password with Argon2id and a random salt, returning a PHC string
@@ -53,28 +61,59 @@ pub fn verify_password(password: &str, phc: &str) -> Result<bool, PasswordError>
     }
 }
 
-/// Runs Argon2 on tokio's blocking pool, at most `permits` at a time.
+/// A unit of hashing work.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs Argon2 on its own threads, one hash per thread at a time.
 #[derive(Debug)]
 pub struct Hasher {
-    /// Caps concurrent hashes at the number of cores: more would only queue in
-    /// the kernel's scheduler and slow every request down together.
-    permits: Arc<Semaphore>,
+    /// Work for the threads, which end when this is dropped. Each thread takes
+    /// the next job as it finishes one, so the threads cap the concurrent
+    /// hashes: more would only queue in the kernel's scheduler and slow every
+    /// request down together.
+    jobs: Mutex<std_mpsc::Sender<Job>>,
     /// A hash of a random password, verified against when the account does not
     /// exist so that "no such user" costs as much time as "wrong password".
     dummy: OnceCell<String>,
 }
 
 impl Hasher {
-    /// A hasher running at most `permits` (at least one) hashes at once.
+    /// A hasher with `threads` (at least one) hashing threads.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread.
     #[must_use]
-    pub fn new(permits: usize) -> Self {
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = std_mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("meridian-hash-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while waiting for a job, never
+                        // while hashing.
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("start a password hashing thread");
+        }
         Self {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
+            jobs: Mutex::new(jobs),
             dummy: OnceCell::new(),
         }
     }
 
-    /// A hasher with one permit per available core.
+    /// A hasher with one thread per available core.
     #[must_use]
     pub fn per_core() -> Self {
         Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
@@ -117,25 +156,40 @@ impl Hasher {
         }
     }
 
-    /// Run `work` on the blocking pool once a permit is free.
+    /// Run `work` on a hashing thread once one is free.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .expect("the hashing semaphore is never closed");
-        // The permit moves into the blocking task: if the request is cancelled
-        // while Argon2 runs, the permit is still held until the work ends, so the
-        // cap counts the CPU actually in use.
-        tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop(permit);
-            result
-        })
-        .await?
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A request abandoned while queued (its client gave up) costs nothing.
+            if !reply.is_closed() {
+                let _ = reply.send(work());
+            }
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| PasswordError::Unavailable)?;
+        answer.await.map_err(|_| PasswordError::Unavailable)?
+    }
+}
+
+/// Lower the calling thread's scheduling priority to `HASH_NICE`. On Linux the
+/// nice value belongs to the thread, and `who = 0` names the calling thread.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only reads its integer arguments.
+        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_NICE) } != 0;
+        if failed {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the priority of a password hashing thread"
+            );
+        }
     }
 }
 
@@ -171,6 +225,21 @@ mod tests {
         assert!(!hasher.verify("nope".into(), Some(phc)).await.unwrap());
         assert!(!hasher.verify("hunter2hunter2".into(), None).await.unwrap());
         assert!(hasher.dummy.get().is_some(), "the dummy hash was used");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_at_a_lowered_priority() {
+        let hasher = Hasher::new(1);
+        // SAFETY: getpriority only reads its integer arguments.
+        let nice = hasher
+            .run(|| Ok(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }))
+            .await
+            .unwrap();
+        assert_eq!(nice, HASH_NICE);
+        // SAFETY: as above.
+        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert!(ours < HASH_NICE, "only the hashing threads are lowered");
     }
 
     #[tokio::test]
