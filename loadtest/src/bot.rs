@@ -1,10 +1,10 @@
-//! One bot: connect, authenticate, walk from where the server put it, answer
-//! corrections, and read every frame until the test ends.
+//! One probe bot: connect, authenticate, walk from where the server put it,
+//! answer corrections, and read every frame the moment it arrives until the
+//! test ends, timing each `Move` until an `Update` acknowledges it.
 //!
-//! Probes decode every frame and time each `Move` until an `Update`
-//! acknowledges it. The other bots only count `Update`s by their first bytes
-//! and decode the rare other messages, so that thousands of bots cost little
-//! CPU next to the server they share the machine with.
+//! The other bots are load, driven in batches over plain sockets (`load`),
+//! so that thousands of bots cost little CPU next to the server they share
+//! the machine with.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::tokens::TOKEN_FREE;
 use crate::walk::{Walk, Walker};
 
 /// How long a bot may take from starting to connect until its `Welcome`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a closing bot waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,7 +39,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from the socket at a time. tungstenite zero-fills this much
 /// before every read attempt (7 % of the bots' CPU at 8 KiB), and an `Update`
 /// is a few hundred bytes; a larger frame is simply read in pieces.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Unacknowledged moves a probe remembers; older ones are given up on.
 const MAX_PENDING: usize = 1024;
@@ -183,7 +183,7 @@ async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), Stri
 }
 
 /// A message as a frame of the encoding.
-fn frame(encoding: Encoding, message: &ClientMessage) -> Message {
+pub(crate) fn frame(encoding: Encoding, message: &ClientMessage) -> Message {
     let bytes = encoding.encode(message);
     if encoding.is_text() {
         // serde_json writes UTF-8.
@@ -195,7 +195,7 @@ fn frame(encoding: Encoding, message: &ClientMessage) -> Message {
 
 /// Whether a frame is an `Update`, from its first bytes: bincode starts with
 /// the variant index (1, one byte), JSON with the variant's name.
-fn is_update(encoding: Encoding, frame: &[u8]) -> bool {
+pub(crate) fn is_update(encoding: Encoding, frame: &[u8]) -> bool {
     match encoding {
         Encoding::Bincode => frame.first() == Some(&1),
         Encoding::Json => frame.starts_with(b"{\"Update\""),

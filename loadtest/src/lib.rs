@@ -9,6 +9,7 @@
 pub mod baseline;
 mod bot;
 mod error;
+mod load;
 mod options;
 pub mod procstat;
 mod report;

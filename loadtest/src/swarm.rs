@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::{self, Plan, Shared};
+use crate::load::{self, Drivers};
 use crate::procstat::{self, Process, Sampler};
 use crate::report::{Latency, ProcessStats, Report};
 use crate::stats::{CounterValues, Stats};
@@ -65,6 +66,11 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
 
     let mut bots = JoinSet::new();
     let move_period = Duration::from_secs_f64(1.0 / options.move_hz);
+    let drivers = Arc::new(Drivers::start(
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        &shared,
+        move_period,
+    ));
     for (index, token) in credentials.tokens.into_iter().enumerate() {
         let plan = Plan {
             index,
@@ -88,7 +94,11 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         }
-        bots.spawn(bot::run(plan, Arc::clone(&shared)));
+        if plan.probe {
+            bots.spawn(bot::run(plan, Arc::clone(&shared)));
+        } else {
+            bots.spawn(load::join(plan, Arc::clone(&shared), Arc::clone(&drivers)));
+        }
     }
 
     let progress = progress_bar(&options);
@@ -138,6 +148,11 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     })
     .await;
     bots.abort_all();
+    let _ = tokio::time::timeout(
+        STOP_TIMEOUT,
+        tokio::task::spawn_blocking(move || drivers.join()),
+    )
+    .await;
 
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
     let present = start.connected.saturating_sub(start.disconnects).max(1);
