@@ -10,11 +10,11 @@ use argon2::Argon2;
 use rand::RngCore;
 use tokio::sync::{oneshot, OnceCell};
 
-/// The nice value of the hashing threads (0 is normal, 19 the lowest). When
-/// the game and the hashes want the same cores, the kernel gives the game's
-/// threads about ten times the hashes' share: logins slow down in a storm,
-/// players do not. When the cores are idle, hashes run at full speed.
-pub const HASH_NICE: i32 = 10;
+/// The nice value of the hashing threads: the lowest (0 is normal). When
+/// the game and the hashes want the same cores, the kernel gives each game
+/// thread about seventy times a hash thread's share: logins slow down in a
+/// storm, players do not. When the cores are idle, hashes run at full speed.
+pub const HASH_NICE: i32 = 19;
 
 /// Why hashing or verification failed. Neither carries the password.
 #[derive(Debug, thiserror::Error)]
