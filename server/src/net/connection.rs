@@ -2,7 +2,7 @@
 //! then run the reader and the writer until either ends.
 
 use std::sync::atomic::AtomicU8;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::SplitStream;
@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{frames, reader, writer, Gateway, AUTH_TIMEOUT};
+use super::{fanout, frames, reader, Gateway, AUTH_TIMEOUT};
 use crate::auth::{AuthError, Identity};
 use crate::world::{Command, ConnLink, JoinError, JoinRequest, Joined, Outgoing, WorldHandle};
 
@@ -75,7 +75,7 @@ pub async fn serve(
         world,
         joined,
         link,
-        outbox,
+        mut outbox,
     } = match established {
         Ok(joining) => joining,
         Err(refusal) => {
@@ -93,20 +93,32 @@ pub async fn serve(
     };
     let update_hz = Arc::new(AtomicU8::new(gateway.settings.tick_hz));
     let room = Arc::new(Notify::new());
-    let writer = writer::run(writer::Writer {
-        sink,
+    // The Welcome (and a correction to resend) now, not with the next snapshot.
+    while let Ok(Outgoing::Message(message)) = outbox.try_recv() {
+        if sink.send(frames::encode(encoding, &message)).await.is_err() {
+            break;
+        }
+    }
+    let sink = Arc::new(Mutex::new(sink));
+    let (done, fanned_out) = oneshot::channel();
+    let Some(fanout) = gateway.fanouts.get(&world.name) else {
+        // Every running world has a fan-out; a world without one cannot be joined.
+        link.closer.close(1011, "internal error");
+        return;
+    };
+    fanout.add(fanout::Outlet {
+        sink: Arc::clone(&sink),
         outbox,
         closer: Arc::clone(&link.closer),
-        snapshots: world.snapshots.clone(),
         me: joined.entity,
         encoding,
-        view: gateway.settings.view,
-        tick_hz: gateway.settings.tick_hz,
         update_hz: Arc::clone(&update_hz),
         room: Arc::clone(&room),
+        done,
     });
-    let reader = reader::run(reader::Reader {
+    let end = reader::run(reader::Reader {
         stream,
+        sink,
         link: link.clone(),
         commands: world.commands.clone(),
         me: joined.entity,
@@ -114,12 +126,10 @@ pub async fn serve(
         settings: gateway.settings.clone(),
         update_hz,
         room,
-    });
-    // Separate tasks: a wake-up for one half (a frame in, a tick out) polls
-    // only that half.
-    let writer = gateway.tracker.spawn(writer);
-    let end = reader.await;
-    let _ = writer.await;
+    })
+    .await;
+    // The fan-out lets go once the close frame is out (or the socket failed).
+    let _ = fanned_out.await;
     // A dropped player stays for the resume grace period, one who closed
     // normally leaves now; unless the tick already removed it (kick) or
     // another connection took it over (conn_id differs).

@@ -1,22 +1,25 @@
-//! The WebSocket gateway: `/ws` on the game port, and the tasks that serve each
-//! connection (`connection` → `reader` / `writer`).
+//! The WebSocket gateway: `/ws` on the game port, the task that reads each
+//! connection (`connection` → `reader`), and each world's fan-out tasks that
+//! write to all of them (`fanout`).
 //!
 //! Architecture Invariant: a connection's failure ends that connection only.
 //! Connection tasks reach the tick through its command channel and read its
 //! snapshots; they never touch the world directly.
 
 mod connection;
+pub mod fanout;
 pub mod frames;
 mod limiter;
 mod reader;
 mod upgrade;
-mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::SplitSink;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,12 +28,13 @@ use crate::store::Store;
 use crate::world::interest::View;
 use crate::world::WorldHandle;
 
+pub use fanout::FanOut;
 pub use upgrade::{negotiate, router};
 
 /// How long a socket may take to authenticate before it is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one send may block on a client that does not read before the
+/// How long a client's socket may stay unable to take its frames before the
 /// client is dropped as too slow.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +68,8 @@ impl NetSettings {
 pub struct Gateway {
     /// Running worlds by name.
     pub worlds: HashMap<String, WorldHandle>,
+    /// Each world's fan-out, by world name.
+    pub fanouts: HashMap<String, FanOut<SplitSink<WebSocket, Message>>>,
     /// The world joined when a client names none.
     pub default_world: String,
     /// Token verification.
@@ -80,7 +86,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway over running worlds.
+    /// A gateway over running worlds, with a fan-out task per core for each
+    /// (call it inside the runtime).
     #[must_use]
     pub fn new(
         worlds: HashMap<String, WorldHandle>,
@@ -90,13 +97,29 @@ impl Gateway {
         settings: NetSettings,
         shutdown: CancellationToken,
     ) -> Self {
+        let tracker = TaskTracker::new();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let fanouts = worlds
+            .iter()
+            .map(|(name, world)| {
+                let fanout = FanOut::start(
+                    &world.snapshots,
+                    settings.view,
+                    settings.tick_hz,
+                    cores,
+                    &tracker,
+                );
+                (name.clone(), fanout)
+            })
+            .collect();
         Self {
             worlds,
+            fanouts,
             default_world,
             auth,
             store,
             settings,
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
             next_conn: AtomicU64::new(1),
         }

@@ -10,19 +10,20 @@
 //! flooding client through TCP instead of dropping its answers.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage};
 use tokio::sync::{mpsc, Notify};
 
 use super::limiter::Limiter;
 use super::NetSettings;
+use super::{fanout, frames};
 use crate::store::now_ms;
-use crate::world::{Command, ConnLink, Half, Input};
+use crate::world::{Command, ConnLink, Input};
 
 /// Outbox slots the reader leaves free for the tick's messages (corrections,
 /// area events, kicks), of `world::link::OUTBOX_CAPACITY`.
@@ -35,6 +36,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub struct Reader {
     /// Frames from the client.
     pub stream: SplitStream<WebSocket>,
+    /// Frames to the client (served by the fan-out; the reader only answers
+    /// pings through it).
+    pub sink: Arc<Mutex<SplitSink<WebSocket, Message>>>,
     /// The connection's outbox and closer.
     pub link: ConnLink,
     /// The tick's command channel.
@@ -92,7 +96,7 @@ async fn read(reader: &mut Reader) -> End {
     // timer per frame registers and removes a waker or timer entry each time,
     // which at tens of thousands of frames a second was measurable. The idle
     // timer is re-armed only when it fires, from the time of the last frame.
-    let closed = closer.closed(Half::Reader);
+    let closed = closer.closed();
     tokio::pin!(closed);
     let idle_timeout = reader.settings.idle_timeout;
     let idle = tokio::time::sleep(idle_timeout);
@@ -213,7 +217,10 @@ async fn read(reader: &mut Reader) -> End {
                     client_time_ms,
                     server_time_ms: now_ms() as u64,
                 };
-                if !reply(reader, pong).await {
+                // At once if the socket can take it, so that clients can time
+                // round trips; otherwise with the next snapshot.
+                let frame = frames::encode(reader.encoding, &pong);
+                if !fanout::try_send_now(&reader.sink, frame) && !reply(reader, pong).await {
                     return End::Dropped;
                 }
                 continue;
@@ -275,7 +282,7 @@ async fn reply(reader: &Reader, message: ServerMessage) -> bool {
     while link.outbox.capacity() <= TICK_HEADROOM {
         tokio::select! {
             () = reader.room.notified() => {}
-            () = link.closer.closed(Half::Reader) => return false,
+            () = link.closer.closed() => return false,
         }
     }
     // Only the tick competes for the free slots, and it leaves most of them.

@@ -24,29 +24,17 @@ pub enum Outgoing {
     Message(ServerMessage),
 }
 
-/// Which half of a connection waits on its `Closer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Half {
-    /// The reading half (and its replies).
-    Reader = 0,
-    /// The writing half.
-    Writer = 1,
-}
-
-/// Closes one connection, once, with a close code and reason, and wakes its
-/// halves. Whoever closes first (tick, reader, writer) decides the code.
+/// Closes one connection, once, with a close code and reason. Whoever closes
+/// first (tick, reader, fan-out) decides the code.
 ///
-/// A connection has exactly two waiters, its reader and its writer, which
-/// register on every wake-up; a flag and one lock-free waker slot per half
-/// make that two atomic operations (a cancellation token's took a lock,
-/// measurably, at thousands of connections). The writer's slot is also its
-/// only wake-up source: the tick wakes it for each new snapshot and
-/// `ConnLink::send` for each queued message, so a writer registers one waker
-/// per wake-up instead of one with each of the channels it reads.
+/// The reader waits on it and polls `closed` on every wake-up; a flag and one
+/// lock-free waker slot make that poll two atomic operations (a cancellation
+/// token's took a lock, measurably, at thousands of connections). The fan-out
+/// checks the flag on every snapshot and needs no waker.
 #[derive(Debug, Default)]
 pub struct Closer {
     closed: AtomicBool,
-    wakers: [AtomicWaker; 2],
+    waker: AtomicWaker,
     frame: OnceLock<(u16, &'static str)>,
 }
 
@@ -55,27 +43,14 @@ impl Closer {
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.frame.set((code, reason));
         self.closed.store(true, Ordering::Release);
-        for waker in &self.wakers {
-            waker.wake();
-        }
+        self.waker.wake();
     }
 
-    /// Register `waker` to be woken for `half`. Register before checking what
-    /// there is to do, so that a wake in between is not lost.
-    pub fn register(&self, half: Half, waker: &std::task::Waker) {
-        self.wakers[half as usize].register(waker);
-    }
-
-    /// Wake whichever task waits on `half`.
-    pub fn wake(&self, half: Half) {
-        self.wakers[half as usize].wake();
-    }
-
-    /// Resolves once someone asked to close. Each half waits with its own slot.
-    pub fn closed(&self, half: Half) -> impl Future<Output = ()> + '_ {
+    /// Resolves once someone asked to close.
+    pub fn closed(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             // Register before checking, so a close in between still wakes us.
-            self.register(half, cx.waker());
+            self.waker.register(cx.waker());
             if self.closed.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
@@ -127,10 +102,7 @@ impl ConnLink {
     /// as too slow, if its outbox is full.
     pub fn send(&self, message: ServerMessage) -> bool {
         match self.outbox.try_send(Outgoing::Message(message)) {
-            Ok(()) => {
-                self.closer.wake(Half::Writer);
-                true
-            }
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closer
                     .close(meridian_protocol::close::TOO_SLOW, "client too slow");
@@ -146,19 +118,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn both_halves_wake_on_close_and_the_first_code_wins() {
+    async fn the_reader_wakes_on_close_and_the_first_code_wins() {
         let closer = Arc::new(Closer::default());
-        let (a, b) = (Arc::clone(&closer), Arc::clone(&closer));
-        let reader = tokio::spawn(async move { a.closed(Half::Reader).await });
-        let writer = tokio::spawn(async move { b.closed(Half::Writer).await });
+        let waiting = Arc::clone(&closer);
+        let reader = tokio::spawn(async move { waiting.closed().await });
         tokio::task::yield_now().await;
         assert!(!closer.is_closed());
         closer.close(4002, "first");
         closer.close(1000, "second");
         reader.await.unwrap();
-        writer.await.unwrap();
         assert_eq!(closer.frame(), Some((4002, "first")));
         // Waiting after the close returns at once.
-        closer.closed(Half::Reader).await;
+        closer.closed().await;
     }
 }

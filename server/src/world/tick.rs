@@ -22,7 +22,7 @@ use super::command::{Command, Input, JoinError, JoinRequest, Joined};
 use super::geodesy::{distance_m, to_ecef};
 use super::grid::Grid;
 use super::interest::View;
-use super::link::{ConnLink, Half};
+use super::link::ConnLink;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
 use super::snapshot::{EntitySnap, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK};
@@ -680,13 +680,6 @@ impl World {
             overruns: self.overruns,
             stats: self.stats,
         }));
-        // Writers wait on their own waker slot, not on the channel (see
-        // `Closer`): one atomic wake each, and no shared waiter list.
-        for player in self.slots.iter().flatten() {
-            if let Some(link) = &player.link {
-                link.closer.wake(Half::Writer);
-            }
-        }
     }
 
     fn persist(&mut self) {
