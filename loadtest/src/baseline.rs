@@ -5,11 +5,12 @@
 //!
 //! Clients are put in groups of `fanout + 1` in the order they join. Every
 //! tick, each group's moved members are encoded once and published through a
-//! latest-value slot; each connection sends its client one `Update` with the
-//! others' states and its own last `Move.seq` as `ack_seq`, so bots measure
-//! move→ack exactly as against the shard.
+//! latest-value slot; fan-out tasks (one per core, as in the shard) send each
+//! client one `Update` with the others' states and its own last `Move.seq` as
+//! `ack_seq`, so bots measure move→ack exactly as against the shard.
 
 mod connection;
+mod fanout;
 mod hub;
 
 use std::future::{Future, IntoFuture};
@@ -55,7 +56,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let hub = Arc::new(Hub::new(&options));
     let ticks = tokio::spawn(Arc::clone(&hub).run_ticks());
-    let app = connection::router(hub);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let fanout = fanout::FanOut::start(&hub, cores);
+    let app = connection::router(Arc::new(connection::Baseline { hub, fanout }));
     let served = axum::serve(
         listener.tap_io(|tcp| {
             // As the shard: updates are small and latency-bound.

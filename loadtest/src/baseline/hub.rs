@@ -61,10 +61,10 @@ impl Group {
         }
     }
 
-    /// Follow the group's ticks.
+    /// The group's newest tick.
     #[must_use]
-    pub fn subscribe(&self) -> watch::Receiver<Arc<GroupTick>> {
-        self.ticks.subscribe()
+    pub fn latest(&self) -> Arc<GroupTick> {
+        Arc::clone(&self.ticks.borrow())
     }
 }
 
@@ -81,6 +81,8 @@ pub struct Hub {
     groups: Mutex<Vec<Arc<Group>>>,
     /// Clients joined so far; the next one's entity id is this plus one.
     joined: AtomicU32,
+    /// The number of the last tick, published once every group has it.
+    ticks: watch::Sender<u64>,
 }
 
 impl Hub {
@@ -93,6 +95,7 @@ impl Hub {
             no_auth: options.no_auth,
             groups: Mutex::new(Vec::new()),
             joined: AtomicU32::new(0),
+            ticks: watch::channel(0).0,
         }
     }
 
@@ -121,6 +124,12 @@ impl Hub {
                 present: true,
             });
         (id, group)
+    }
+
+    /// Follow the ticks (all groups at once).
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.ticks.subscribe()
     }
 
     /// Tick until aborted: publish each group's moved members, encoded once.
@@ -160,6 +169,7 @@ impl Hub {
                     moved,
                 }));
             }
+            self.ticks.send_replace(tick);
         }
     }
 }

@@ -224,20 +224,30 @@ async fn serve<S>(
     }
 }
 
-/// Offer a frame to the socket: `Ok(false)` if it cannot take one now (the
-/// caller keeps what it has for next time), `Err` if the socket failed.
-fn push<S>(sink: &mut S, cx: &mut Context<'_>, frame: impl FnOnce() -> Message) -> Result<bool, ()>
+/// Offer a frame to the socket without waiting: `Ok(false)` if it cannot take
+/// one now (the caller keeps what it has for next time), `Err` if the socket
+/// failed. The frame is built only if it will be sent.
+///
+/// # Errors
+/// The socket's error, if it failed.
+pub fn push<S>(sink: &mut S, frame: impl FnOnce() -> Message) -> Result<bool, axum::Error>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    match sink.poll_ready_unpin(cx) {
-        Poll::Ready(Ok(())) => sink
-            .start_send_unpin(frame())
-            .map(|()| true)
-            .map_err(|_| ()),
-        Poll::Ready(Err(_)) => Err(()),
+    match sink.poll_ready_unpin(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => sink.start_send_unpin(frame()).map(|()| true),
+        Poll::Ready(Err(e)) => Err(e),
         Poll::Pending => Ok(false),
     }
+}
+
+/// Write out what the socket holds without waiting: `Ready(Ok)` once it is
+/// all sent, `Pending` while the socket is full, `Ready(Err)` if it failed.
+pub fn flush<S>(sink: &mut S) -> Poll<Result<(), axum::Error>>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    sink.poll_flush_unpin(&mut Context::from_waker(Waker::noop()))
 }
 
 impl<S> Conn<S>
@@ -310,10 +320,10 @@ where
                 }
             }
             let (code, reason) = o.closer.frame().unwrap_or((close::NORMAL, ""));
-            match push(sink, &mut cx, || close_frame(code, reason)) {
+            match push(sink, || close_frame(code, reason)) {
                 Ok(true) => self.closing = Some((deadline, true)),
                 Ok(false) => return Next::Keep,
-                Err(()) => return Next::Done,
+                Err(_) => return Next::Done,
             }
             return match sink.poll_flush_unpin(&mut cx) {
                 Poll::Ready(_) => Next::Done,
