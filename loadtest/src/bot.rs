@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -59,7 +60,7 @@ pub struct Plan {
     pub world: Option<String>,
     /// The wire encoding.
     pub encoding: Encoding,
-    /// Whether it decodes everything and measures latency.
+    /// A probe (this module: decodes everything, times moves) or load (`load`).
     pub probe: bool,
     /// When to connect.
     pub start_at: Instant,
@@ -115,19 +116,17 @@ pub async fn run(plan: Plan, shared: Arc<Shared>) {
         socket,
         seq: 0,
         pending: VecDeque::new(),
-        latency: plan.probe.then(histogram),
+        latency: histogram(),
         plan,
         shared: Arc::clone(&shared),
     };
     bot.walk().await;
-    if let Some(latency) = &bot.latency {
-        Stats::merge(&shared.stats.move_ack, latency);
-    }
+    Stats::merge(&shared.stats.move_ack, &bot.latency);
 }
 
-/// Connect, authenticate and wait for `Welcome`; returns the socket and
-/// where the server put the player.
-async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), String> {
+/// The upgrade request of a plan: its URL (with the world when the token
+/// names the account), the subprotocol and, if it has one, its token.
+pub(crate) fn request(plan: &Plan) -> Result<Request, String> {
     let url = match (&plan.token, &plan.world) {
         (Some(_), Some(world)) => format!("{}?world={world}", plan.url),
         _ => plan.url.clone(),
@@ -142,20 +141,56 @@ async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), Stri
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
         headers.insert("Authorization", value);
     }
+    Ok(request)
+}
+
+/// The `Hello` a plan without a token sends first (counted as sent).
+pub(crate) fn hello(plan: &Plan, counters: &Counters) -> Option<Message> {
+    plan.token.is_none().then(|| {
+        let hello = frame(
+            plan.encoding,
+            &ClientMessage::Hello {
+                token: TOKEN_FREE.into(),
+                world: plan.world.clone(),
+                resume: None,
+            },
+        );
+        Counters::add(&counters.bytes_out, hello.len());
+        hello
+    })
+}
+
+/// Count a frame received before `Welcome`: the player's position once it is
+/// the `Welcome`, `None` for anything else to skip, `Err` for an `Error`.
+pub(crate) fn welcome(
+    plan: &Plan,
+    counters: &Counters,
+    bytes: &[u8],
+) -> Result<Option<LonLat>, String> {
+    Counters::add(&counters.bytes_in, bytes.len());
+    Counters::inc(&counters.frames_in);
+    match plan.encoding.decode_server(bytes) {
+        Ok(ServerMessage::Welcome { position, .. }) => Ok(Some(position)),
+        Ok(ServerMessage::Error { code, message }) => {
+            Counters::inc(&counters.errors);
+            Err(format!("error before Welcome: {code:?} {message}"))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(format!("undecodable frame: {e}")),
+    }
+}
+
+/// Connect, authenticate and wait for `Welcome`; returns the socket and
+/// where the server put the player.
+async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), String> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     // TCP_NODELAY: moves are tiny and latency is what is measured.
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| e.to_string())?;
-    if plan.token.is_none() {
-        let hello = ClientMessage::Hello {
-            token: TOKEN_FREE.into(),
-            world: plan.world.clone(),
-            resume: None,
-        };
-        let frame = frame(plan.encoding, &hello);
-        Counters::add(&counters.bytes_out, frame.len());
-        socket.send(frame).await.map_err(|e| e.to_string())?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request(plan)?, Some(config), true)
+            .await
+            .map_err(|e| e.to_string())?;
+    if let Some(hello) = hello(plan, counters) {
+        socket.send(hello).await.map_err(|e| e.to_string())?;
     }
     loop {
         let message = match socket.next().await {
@@ -168,16 +203,8 @@ async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), Stri
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("closed before Welcome".into()),
         };
-        Counters::add(&counters.bytes_in, message.len());
-        Counters::inc(&counters.frames_in);
-        match plan.encoding.decode_server(&message) {
-            Ok(ServerMessage::Welcome { position, .. }) => return Ok((socket, position)),
-            Ok(ServerMessage::Error { code, message }) => {
-                Counters::inc(&counters.errors);
-                return Err(format!("error before Welcome: {code:?} {message}"));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(format!("undecodable frame: {e}")),
+        if let Some(position) = welcome(plan, counters, &message)? {
+            return Ok((socket, position));
         }
     }
 }
@@ -210,10 +237,10 @@ struct Bot {
     walker: Walker,
     /// The last `Move.seq` sent.
     seq: u32,
-    /// Probes: moves sent in the window and not yet acknowledged.
+    /// Moves sent in the window and not yet acknowledged.
     pending: VecDeque<(u32, Instant)>,
-    /// Probes: move→ack latency in µs.
-    latency: Option<Histogram<u64>>,
+    /// Move→ack latency in µs.
+    latency: Histogram<u64>,
 }
 
 impl Bot {
@@ -291,7 +318,7 @@ impl Bot {
             return false;
         }
         let (from, to) = self.shared.window;
-        if self.latency.is_some() && sent_at >= from && sent_at < to {
+        if sent_at >= from && sent_at < to {
             if self.pending.len() == MAX_PENDING {
                 self.pending.pop_front();
             }
@@ -305,12 +332,8 @@ impl Bot {
         let counters = &self.shared.stats.counters;
         Counters::add(&counters.bytes_in, bytes.len());
         Counters::inc(&counters.frames_in);
-        let update = is_update(self.plan.encoding, bytes);
-        if update {
+        if is_update(self.plan.encoding, bytes) {
             Counters::inc(&counters.updates_in);
-            if self.latency.is_none() {
-                return true;
-            }
         }
         let message = match self.plan.encoding.decode_server(bytes) {
             Ok(message) => message,
@@ -328,9 +351,8 @@ impl Bot {
                         break;
                     }
                     self.pending.pop_front();
-                    if let Some(latency) = &mut self.latency {
-                        latency.saturating_record((now - sent_at).as_micros().max(1) as u64);
-                    }
+                    self.latency
+                        .saturating_record((now - sent_at).as_micros().max(1) as u64);
                 }
             }
             ServerMessage::Correction {

@@ -22,15 +22,14 @@ use bytes::Bytes;
 use meridian_protocol::{ClientMessage, Encoding, LonLat, ServerMessage};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
-use crate::bot::{frame, is_update, Plan, Shared, CONNECT_TIMEOUT, READ_BUFFER_BYTES};
+use crate::bot::{
+    frame, hello, is_update, request, welcome, Plan, Shared, CONNECT_TIMEOUT, READ_BUFFER_BYTES,
+};
 use crate::stats::{Counters, Stats};
-use crate::tokens::TOKEN_FREE;
 use crate::walk::Walker;
 
 /// How long a driver sleeps at least between turns: bots due within it move
@@ -123,22 +122,9 @@ impl Tally {
 /// # Errors
 /// Why the bot could not join, for the debug log.
 pub fn connect(plan: &Plan, counters: &Counters) -> Result<LoadBot, String> {
-    let url = match (&plan.token, &plan.world) {
-        (Some(_), Some(world)) => format!("{}?world={world}", plan.url),
-        _ => plan.url.clone(),
-    };
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    let request = request(plan)?;
     let host = request.uri().host().unwrap_or("127.0.0.1").to_string();
     let port = request.uri().port_u16().unwrap_or(80);
-    let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(plan.encoding.subprotocol()),
-    );
-    if let Some(token) = &plan.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
-        headers.insert("Authorization", value);
-    }
     let address = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
@@ -159,16 +145,7 @@ pub fn connect(plan: &Plan, counters: &Counters) -> Result<LoadBot, String> {
     };
     let (mut socket, _) = tungstenite::client::client_with_config(request, stream, Some(config))
         .map_err(|e| e.to_string())?;
-    if plan.token.is_none() {
-        let hello = frame(
-            plan.encoding,
-            &ClientMessage::Hello {
-                token: TOKEN_FREE.into(),
-                world: plan.world.clone(),
-                resume: None,
-            },
-        );
-        Counters::add(&counters.bytes_out, hello.len());
+    if let Some(hello) = hello(plan, counters) {
         socket.send(hello).map_err(|e| e.to_string())?;
     }
     let position = loop {
@@ -178,16 +155,8 @@ pub fn connect(plan: &Plan, counters: &Counters) -> Result<LoadBot, String> {
             Message::Close(frame) => return Err(format!("closed before Welcome: {frame:?}")),
             _ => continue,
         };
-        Counters::add(&counters.bytes_in, bytes.len());
-        Counters::inc(&counters.frames_in);
-        match plan.encoding.decode_server(&bytes) {
-            Ok(ServerMessage::Welcome { position, .. }) => break position,
-            Ok(ServerMessage::Error { code, message }) => {
-                Counters::inc(&counters.errors);
-                return Err(format!("error before Welcome: {code:?} {message}"));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(format!("undecodable frame: {e}")),
+        if let Some(position) = welcome(plan, counters, &bytes)? {
+            break position;
         }
     };
     socket
