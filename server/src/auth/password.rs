@@ -71,7 +71,7 @@ pub struct Hasher {
     /// the next job as it finishes one, so the threads cap the concurrent
     /// hashes: more would only queue in the kernel's scheduler and slow every
     /// request down together.
-    jobs: Mutex<std_mpsc::Sender<Job>>,
+    jobs: std_mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the account does not
     /// exist so that "no such user" costs as much time as "wrong password".
     dummy: OnceCell<String>,
@@ -108,7 +108,7 @@ impl Hasher {
                 .expect("start a password hashing thread");
         }
         Self {
-            jobs: Mutex::new(jobs),
+            jobs,
             dummy: OnceCell::new(),
         }
     }
@@ -169,8 +169,6 @@ impl Hasher {
             }
         });
         self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job)
             .map_err(|_| PasswordError::Unavailable)?;
         answer.await.map_err(|_| PasswordError::Unavailable)?

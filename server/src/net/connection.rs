@@ -101,12 +101,7 @@ pub async fn serve(
     }
     let sink = Arc::new(Mutex::new(sink));
     let (done, fanned_out) = oneshot::channel();
-    let Some(fanout) = gateway.fanouts.get(&world.name) else {
-        // Every running world has a fan-out; a world without one cannot be joined.
-        link.closer.close(1011, "internal error");
-        return;
-    };
-    fanout.add(fanout::Outlet {
+    gateway.fanouts[&world.name].add(fanout::Outlet {
         sink: Arc::clone(&sink),
         outbox,
         closer: Arc::clone(&link.closer),

@@ -224,6 +224,17 @@ async fn serve<S>(
     }
 }
 
+/// Whether the socket can take a frame now, without waiting.
+fn ready<S>(sink: &mut S) -> Result<bool, axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    match sink.poll_ready_unpin(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result.map(|()| true),
+        Poll::Pending => Ok(false),
+    }
+}
+
 /// Offer a frame to the socket without waiting: `Ok(false)` if it cannot take
 /// one now (the caller keeps what it has for next time), `Err` if the socket
 /// failed. The frame is built only if it will be sent.
@@ -234,11 +245,33 @@ pub fn push<S>(sink: &mut S, frame: impl FnOnce() -> Message) -> Result<bool, ax
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    match sink.poll_ready_unpin(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => sink.start_send_unpin(frame()).map(|()| true),
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => Ok(false),
+    if !ready(sink)? {
+        return Ok(false);
     }
+    sink.start_send_unpin(frame())?;
+    Ok(true)
+}
+
+/// Move an outbox into the socket while it takes frames, telling the reader
+/// of each freed slot: `Ok(true)` once the outbox is empty, `Ok(false)` if the
+/// socket filled up first.
+fn drain_outbox<S>(
+    sink: &mut S,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+    room: &Notify,
+    encoding: Encoding,
+) -> Result<bool, axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    while ready(sink)? {
+        let Ok(Outgoing::Message(message)) = outbox.try_recv() else {
+            return Ok(true);
+        };
+        room.notify_one();
+        sink.start_send_unpin(frames::encode(encoding, &message))?;
+    }
+    Ok(false)
 }
 
 /// Write out what the socket holds without waiting: `Ready(Ok)` once it is
@@ -270,12 +303,11 @@ where
             return Next::Keep;
         };
         let sink = &mut *sink;
-        let mut cx = Context::from_waker(Waker::noop());
         if o.closer.is_closed() && self.closing.is_none() {
             self.closing = Some((now + CLOSE_TIMEOUT, false));
         }
         // Whatever an earlier round left in the socket's buffer goes first.
-        match sink.poll_flush_unpin(&mut cx) {
+        match flush(sink) {
             Poll::Ready(Ok(())) => self.blocked_since = None,
             Poll::Ready(Err(_)) => {
                 o.closer.close(close::NORMAL, "");
@@ -303,96 +335,58 @@ where
             }
             // Flush what the tick or reader queued (a Kicked, an Error), then
             // the close frame; a later round sees it flushed.
-            loop {
-                match sink.poll_ready_unpin(&mut cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(_)) => return Next::Done,
-                    Poll::Pending => return Next::Keep,
-                }
-                let Ok(Outgoing::Message(message)) = o.outbox.try_recv() else {
-                    break;
-                };
-                if sink
-                    .start_send_unpin(frames::encode(o.encoding, &message))
-                    .is_err()
-                {
-                    return Next::Done;
-                }
-            }
             let (code, reason) = o.closer.frame().unwrap_or((close::NORMAL, ""));
-            match push(sink, || close_frame(code, reason)) {
-                Ok(true) => self.closing = Some((deadline, true)),
-                Ok(false) => return Next::Keep,
-                Err(_) => return Next::Done,
-            }
-            return match sink.poll_flush_unpin(&mut cx) {
-                Poll::Ready(_) => Next::Done,
-                Poll::Pending => Next::Keep,
+            let sent = drain_outbox(sink, &mut o.outbox, &o.room, o.encoding)
+                .and_then(|empty| Ok(empty && push(sink, || close_frame(code, reason))?));
+            return match sent {
+                Ok(true) => {
+                    self.closing = Some((deadline, true));
+                    match flush(sink) {
+                        Poll::Ready(_) => Next::Done,
+                        Poll::Pending => Next::Keep,
+                    }
+                }
+                Ok(false) => Next::Keep,
+                Err(_) => Next::Done,
             };
-        }
-        let mut failed = false;
-        loop {
-            match sink.poll_ready_unpin(&mut cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => failed = true,
-                Poll::Pending => break,
-            }
-            if failed {
-                break;
-            }
-            let Ok(Outgoing::Message(message)) = o.outbox.try_recv() else {
-                break;
-            };
-            o.room.notify_one();
-            if sink
-                .start_send_unpin(frames::encode(o.encoding, &message))
-                .is_err()
-            {
-                failed = true;
-                break;
-            }
         }
         let hz = o.update_hz.load(Ordering::Relaxed).clamp(1, tick_hz);
-        if !failed && (hz == tick_hz || now >= self.next_update) {
-            match sink.poll_ready_unpin(&mut cx) {
-                Poll::Ready(Ok(())) => {
-                    if hz < tick_hz {
-                        // A client that asked for fewer updates gets the newest
-                        // state at its own pace; skipped snapshots cost nothing.
-                        self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
-                    }
-                    self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
-                    let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
-                    if !scratch.delta.is_empty() || ack != self.last_ack {
-                        self.last_ack = ack;
-                        let frame = frames::update(
-                            o.encoding,
-                            snapshot,
-                            ack,
-                            &scratch.delta,
-                            &mut scratch.buffer,
-                        );
-                        failed = sink.start_send_unpin(frame).is_err();
-                    }
+        let due = hz == tick_hz || now >= self.next_update;
+        let written = drain_outbox(sink, &mut o.outbox, &o.room, o.encoding).and_then(|_| {
+            // A socket still full gets the newest state next time.
+            if due && ready(sink)? {
+                if hz < tick_hz {
+                    // A client that asked for fewer updates gets the newest
+                    // state at its own pace; skipped snapshots cost nothing.
+                    self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
                 }
-                Poll::Ready(Err(_)) => failed = true,
-                // Still full: this client gets the newest state next time.
-                Poll::Pending => {}
+                self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
+                let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
+                if !scratch.delta.is_empty() || ack != self.last_ack {
+                    self.last_ack = ack;
+                    let frame = frames::update(
+                        o.encoding,
+                        snapshot,
+                        ack,
+                        &scratch.delta,
+                        &mut scratch.buffer,
+                    );
+                    sink.start_send_unpin(frame)?;
+                }
             }
-        }
-        if !failed {
-            match sink.poll_flush_unpin(&mut cx) {
-                Poll::Ready(Ok(())) => return Next::Keep,
-                Poll::Ready(Err(_)) => failed = true,
+            match flush(sink) {
+                Poll::Ready(result) => result,
                 Poll::Pending => {
                     self.blocked_since.get_or_insert(now);
-                    return Next::Keep;
+                    Ok(())
                 }
             }
+        });
+        if written.is_err() {
+            o.closer.close(close::NORMAL, "");
+            return Next::Done;
         }
-        debug_assert!(failed);
-        o.closer.close(close::NORMAL, "");
-        Next::Done
+        Next::Keep
     }
 }
 
@@ -498,6 +492,26 @@ mod tests {
         (Box::pin(sink), client)
     }
 
+    /// A bincode client's outlet at the full update rate.
+    fn outlet(
+        sink: TestSink,
+        link: &ConnLink,
+        outbox: mpsc::Receiver<Outgoing>,
+        me: u32,
+        done: oneshot::Sender<()>,
+    ) -> Outlet<TestSink> {
+        Outlet {
+            sink: Arc::new(Mutex::new(sink)),
+            outbox,
+            closer: Arc::clone(&link.closer),
+            me,
+            encoding: Encoding::Bincode,
+            update_hz: Arc::new(AtomicU8::new(20)),
+            room: Arc::new(Notify::new()),
+            done,
+        }
+    }
+
     #[tokio::test]
     async fn every_connection_is_served_on_every_snapshot_however_many() {
         // More than tokio's cooperative budget of 128 socket operations per
@@ -513,16 +527,7 @@ mod tests {
             let me = join(&mut world, i, link.clone(), now);
             let (sink, client) = socket_pair(64 * 1024).await;
             let (done, _) = oneshot::channel();
-            fanout.add(Outlet {
-                sink: Arc::new(Mutex::new(sink)),
-                outbox,
-                closer: Arc::clone(&link.closer),
-                me,
-                encoding: Encoding::Bincode,
-                update_hz: Arc::new(AtomicU8::new(20)),
-                room: Arc::new(Notify::new()),
-                done,
-            });
+            fanout.add(outlet(sink, &link, outbox, me, done));
             clients.push((link, client));
         }
         // Let the fan-out take them all in, then one snapshot.
@@ -557,16 +562,7 @@ mod tests {
         let tracker = TaskTracker::new();
         let fanout = FanOut::start(&world.subscribe(), View::new(150.0, 64), 20, 1, &tracker);
         let (done, fanned_out) = oneshot::channel();
-        fanout.add(Outlet {
-            sink: Arc::new(Mutex::new(sink)),
-            outbox,
-            closer: Arc::clone(&link.closer),
-            me,
-            encoding: Encoding::Bincode,
-            update_hz: Arc::new(AtomicU8::new(20)),
-            room: Arc::new(Notify::new()),
-            done,
-        });
+        fanout.add(outlet(sink, &link, outbox, me, done));
 
         // The client reads nothing while every neighbour moves every tick.
         for seq in 1..=STALLED_TICKS as u32 {

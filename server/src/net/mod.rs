@@ -68,7 +68,8 @@ impl NetSettings {
 pub struct Gateway {
     /// Running worlds by name.
     pub worlds: HashMap<String, WorldHandle>,
-    /// Each world's fan-out, by world name.
+    /// Each world's fan-out, by world name: built from `worlds`, so every
+    /// world a connection can join has one.
     pub fanouts: HashMap<String, FanOut<SplitSink<WebSocket, Message>>>,
     /// The world joined when a client names none.
     pub default_world: String,
