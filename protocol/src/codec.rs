@@ -229,7 +229,7 @@ impl ClientMessage {
 /// An `EntityState` encoded once in bincode, kept inline (no allocation) so the
 /// tick can encode each moving entity once per tick and every recipient's
 /// `Update` can copy the bytes instead of re-encoding.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct WireState {
     bytes: [u8; WireState::CAPACITY],
     len: u8,

@@ -104,7 +104,7 @@ pub async fn serve(
     gateway.fanouts[&world.name].add(fanout::Outlet {
         sink: Arc::clone(&sink),
         outbox,
-        closer: Arc::clone(&link.closer),
+        signals: Arc::clone(&link.signals),
         me: joined.entity,
         encoding,
         update_hz: Arc::clone(&update_hz),

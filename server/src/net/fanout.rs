@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::connection::close_frame;
 use super::{frames, WRITE_TIMEOUT};
 use crate::world::interest::{Delta, Interest, View};
-use crate::world::{Closer, Outgoing, Snapshot};
+use crate::world::{Outgoing, Signals, Snapshot};
 
 /// How long the final messages and close frame may take on a closing socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,7 +47,7 @@ pub struct Outlet<S> {
     /// Messages for this client alone.
     pub outbox: mpsc::Receiver<Outgoing>,
     /// Closes the connection.
-    pub closer: Arc<Closer>,
+    pub signals: Arc<Signals>,
     /// The player's entity id.
     pub me: u32,
     /// The socket's encoding.
@@ -183,7 +183,7 @@ async fn serve<S>(
                 if changed.is_err() {
                     world_stopped = true;
                     for conn in &conns {
-                        conn.outlet.closer.close(close::GOING_AWAY, "world stopped");
+                        conn.outlet.signals.close(close::GOING_AWAY, "world stopped");
                     }
                 }
             }
@@ -191,7 +191,7 @@ async fn serve<S>(
                 match outlet {
                     Some(outlet) => {
                         if world_stopped {
-                            outlet.closer.close(close::GOING_AWAY, "world stopped");
+                            outlet.signals.close(close::GOING_AWAY, "world stopped");
                         }
                         conns.push(Conn {
                             outlet,
@@ -254,16 +254,21 @@ where
 
 /// Move an outbox into the socket while it takes frames, telling the reader
 /// of each freed slot: `Ok(true)` once the outbox is empty, `Ok(false)` if the
-/// socket filled up first.
+/// socket filled up first. The outbox is looked at only when `signals` says
+/// it has mail.
 fn drain_outbox<S>(
     sink: &mut S,
     outbox: &mut mpsc::Receiver<Outgoing>,
+    signals: &Signals,
     room: &Notify,
     encoding: Encoding,
 ) -> Result<bool, axum::Error>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
+    if !signals.take_mail() {
+        return Ok(true);
+    }
     while ready(sink)? {
         let Ok(Outgoing::Message(message)) = outbox.try_recv() else {
             return Ok(true);
@@ -271,6 +276,8 @@ where
         room.notify_one();
         sink.start_send_unpin(frames::encode(encoding, &message))?;
     }
+    // The rest waits for the next round.
+    signals.post();
     Ok(false)
 }
 
@@ -303,14 +310,14 @@ where
             return Next::Keep;
         };
         let sink = &mut *sink;
-        if o.closer.is_closed() && self.closing.is_none() {
+        if o.signals.is_closed() && self.closing.is_none() {
             self.closing = Some((now + CLOSE_TIMEOUT, false));
         }
         // Whatever an earlier round left in the socket's buffer goes first.
         match flush(sink) {
             Poll::Ready(Ok(())) => self.blocked_since = None,
             Poll::Ready(Err(_)) => {
-                o.closer.close(close::NORMAL, "");
+                o.signals.close(close::NORMAL, "");
                 return Next::Done;
             }
             Poll::Pending => {
@@ -323,7 +330,7 @@ where
                     };
                 }
                 if now.duration_since(since) >= WRITE_TIMEOUT {
-                    o.closer.close(close::TOO_SLOW, "client too slow");
+                    o.signals.close(close::TOO_SLOW, "client too slow");
                     return Next::Done;
                 }
                 return Next::Keep;
@@ -335,8 +342,8 @@ where
             }
             // Flush what the tick or reader queued (a Kicked, an Error), then
             // the close frame; a later round sees it flushed.
-            let (code, reason) = o.closer.frame().unwrap_or((close::NORMAL, ""));
-            let sent = drain_outbox(sink, &mut o.outbox, &o.room, o.encoding)
+            let (code, reason) = o.signals.frame().unwrap_or((close::NORMAL, ""));
+            let sent = drain_outbox(sink, &mut o.outbox, &o.signals, &o.room, o.encoding)
                 .and_then(|empty| Ok(empty && push(sink, || close_frame(code, reason))?));
             return match sent {
                 Ok(true) => {
@@ -352,38 +359,39 @@ where
         }
         let hz = o.update_hz.load(Ordering::Relaxed).clamp(1, tick_hz);
         let due = hz == tick_hz || now >= self.next_update;
-        let written = drain_outbox(sink, &mut o.outbox, &o.room, o.encoding).and_then(|_| {
-            // A socket still full gets the newest state next time.
-            if due && ready(sink)? {
-                if hz < tick_hz {
-                    // A client that asked for fewer updates gets the newest
-                    // state at its own pace; skipped snapshots cost nothing.
-                    self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
+        let written =
+            drain_outbox(sink, &mut o.outbox, &o.signals, &o.room, o.encoding).and_then(|_| {
+                // A socket still full gets the newest state next time.
+                if due && ready(sink)? {
+                    if hz < tick_hz {
+                        // A client that asked for fewer updates gets the newest
+                        // state at its own pace; skipped snapshots cost nothing.
+                        self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
+                    }
+                    self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
+                    let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
+                    if !scratch.delta.is_empty() || ack != self.last_ack {
+                        self.last_ack = ack;
+                        let frame = frames::update(
+                            o.encoding,
+                            snapshot,
+                            ack,
+                            &scratch.delta,
+                            &mut scratch.buffer,
+                        );
+                        sink.start_send_unpin(frame)?;
+                    }
                 }
-                self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
-                let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
-                if !scratch.delta.is_empty() || ack != self.last_ack {
-                    self.last_ack = ack;
-                    let frame = frames::update(
-                        o.encoding,
-                        snapshot,
-                        ack,
-                        &scratch.delta,
-                        &mut scratch.buffer,
-                    );
-                    sink.start_send_unpin(frame)?;
+                match flush(sink) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        self.blocked_since.get_or_insert(now);
+                        Ok(())
+                    }
                 }
-            }
-            match flush(sink) {
-                Poll::Ready(result) => result,
-                Poll::Pending => {
-                    self.blocked_since.get_or_insert(now);
-                    Ok(())
-                }
-            }
-        });
+            });
         if written.is_err() {
-            o.closer.close(close::NORMAL, "");
+            o.signals.close(close::NORMAL, "");
             return Next::Done;
         }
         Next::Keep
@@ -503,7 +511,7 @@ mod tests {
         Outlet {
             sink: Arc::new(Mutex::new(sink)),
             outbox,
-            closer: Arc::clone(&link.closer),
+            signals: Arc::clone(&link.signals),
             me,
             encoding: Encoding::Bincode,
             update_hz: Arc::new(AtomicU8::new(20)),
@@ -637,7 +645,7 @@ mod tests {
             );
             assert_eq!(state, snapshot.entity(entity).unwrap().state);
         }
-        link.closer.close(close::NORMAL, "");
+        link.signals.close(close::NORMAL, "");
         now += Duration::from_millis(50);
         world.tick(now, Vec::new());
         tokio::time::timeout(Duration::from_secs(5), fanned_out)

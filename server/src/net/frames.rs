@@ -64,7 +64,7 @@ pub fn update(
             write_bincode_update(
                 &mut (&mut *buffer).writer(),
                 &header,
-                delta.moved.iter().map(|s| &entity(s).wire),
+                delta.moved.iter().map(|s| &snapshot.hot[*s as usize].wire),
             )
             .expect("writing to memory cannot fail");
             Message::Binary(buffer.split().freeze())

@@ -39,7 +39,7 @@ pub struct Reader {
     /// Frames to the client (served by the fan-out; the reader only answers
     /// pings through it).
     pub sink: Arc<Mutex<SplitSink<WebSocket, Message>>>,
-    /// The connection's outbox and closer.
+    /// The connection's outbox and signals.
     pub link: ConnLink,
     /// The tick's command channel.
     pub commands: mpsc::Sender<Command>,
@@ -67,7 +67,7 @@ pub enum End {
 /// Read until the client closes, breaks a limit, or the connection is closed.
 pub async fn run(mut reader: Reader) -> End {
     let end = read(&mut reader).await;
-    if reader.link.closer.is_closed() {
+    if reader.link.signals.is_closed() {
         // The server is closing. Read on, discarding, until the client answers
         // the writer's close frame: closing a socket with unread input makes
         // the kernel reset the connection, and a client still sending (a
@@ -84,19 +84,19 @@ pub async fn run(mut reader: Reader) -> End {
         // The client closed or vanished: stop the writer too, which would
         // otherwise only notice on its next send, perhaps never if nothing
         // near the player changes.
-        reader.link.closer.close(close::NORMAL, "");
+        reader.link.signals.close(close::NORMAL, "");
     }
     end
 }
 
 async fn read(reader: &mut Reader) -> End {
     let mut limiter = Limiter::new(reader.settings.client_msg_rate, Instant::now());
-    let closer = Arc::clone(&reader.link.closer);
+    let signals = Arc::clone(&reader.link.signals);
     // Both futures live across the loop: creating a cancellation wait or a
     // timer per frame registers and removes a waker or timer entry each time,
     // which at tens of thousands of frames a second was measurable. The idle
     // timer is re-armed only when it fires, from the time of the last frame.
-    let closed = closer.closed();
+    let closed = signals.closed();
     tokio::pin!(closed);
     let idle_timeout = reader.settings.idle_timeout;
     let idle = tokio::time::sleep(idle_timeout);
@@ -120,7 +120,7 @@ async fn read(reader: &mut Reader) -> End {
         let frame = match next {
             Err(()) => {
                 reply(reader, kicked(KickReason::Idle)).await;
-                closer.close(close::IDLE, "idle timeout");
+                signals.close(close::IDLE, "idle timeout");
                 return End::Dropped;
             }
             Ok(None) => return End::Dropped,
@@ -138,10 +138,10 @@ async fn read(reader: &mut Reader) -> End {
                         ),
                     )
                     .await;
-                    closer.close(close::TOO_BIG, "frame too large");
+                    signals.close(close::TOO_BIG, "frame too large");
                 } else {
                     tracing::debug!(error = %err, "socket read failed");
-                    closer.close(1002, "protocol error");
+                    signals.close(1002, "protocol error");
                 }
                 return End::Dropped;
             }
@@ -268,7 +268,7 @@ async fn refuse(reader: &Reader, limiter: &mut Limiter, code: ErrorCode, message
         reply(reader, kicked(KickReason::ProtocolAbuse)).await;
         reader
             .link
-            .closer
+            .signals
             .close(close::PROTOCOL_ABUSE, "too many refused frames");
         return true;
     }
@@ -282,7 +282,7 @@ async fn reply(reader: &Reader, message: ServerMessage) -> bool {
     while link.outbox.capacity() <= TICK_HEADROOM {
         tokio::select! {
             () = reader.room.notified() => {}
-            () = link.closer.closed() => return false,
+            () = link.signals.closed() => return false,
         }
     }
     // Only the tick competes for the free slots, and it leaves most of them.

@@ -76,12 +76,25 @@ impl Delta {
     }
 }
 
+/// One entity a client knows: its id and the version of its state the client
+/// was last sent (see `snapshot::Hot`).
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    id: u32,
+    version: u32,
+}
+
 /// What one client knows.
+///
+/// Kept small and contiguous on purpose: the fan-out walks every client's
+/// known set on every tick, thousands of them, and a hash map's scattered
+/// buckets made that walk mostly cache misses.
 #[derive(Debug, Default)]
 pub struct Interest {
-    /// Entity id → the `changed_tick` of the state it was last sent. Entity
-    /// ids are the server's own numbers, so a fast non-keyed hash is safe.
-    known: foldhash::HashMap<u32, u64>,
+    /// The entities the client knows, sorted by id.
+    known: Vec<Known>,
+    /// Where a full scan builds the next `known`, kept to reuse its allocation.
+    next: Vec<Known>,
     /// The nearest candidates so far as (squared chord distance bits, slot),
     /// a max-heap bounded to `View::max`: in a crowd each candidate costs one
     /// comparison with the farthest kept, instead of sorting them all.
@@ -96,6 +109,11 @@ pub struct Interest {
 /// (one is a monotonic function of the other) and needs no trigonometry per pair.
 fn chord_for_arc(arc_m: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * (arc_m / (2.0 * EARTH_RADIUS_M)).sin()
+}
+
+/// Whether `id` is in a known set sorted by id.
+fn knows(known: &[Known], id: u32) -> bool {
+    known.binary_search_by_key(&id, |k| k.id).is_ok()
 }
 
 fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
@@ -127,7 +145,7 @@ impl Interest {
     /// leaves.
     pub fn diff(&mut self, snapshot: &Snapshot, me: u32, view: &View, out: &mut Delta) {
         let due = snapshot.tick >= self.scanned_at + view.rescan_ticks;
-        if due || self.known.is_empty() || snapshot.entity(me).is_none() {
+        if due || self.known.is_empty() || snapshot.hot(me).is_none() {
             self.scanned_at = snapshot.tick;
             self.scan(snapshot, me, view, out);
         } else {
@@ -141,16 +159,16 @@ impl Interest {
     fn refresh(&mut self, snapshot: &Snapshot, out: &mut Delta) {
         out.clear();
         let (moved, left) = (&mut out.moved, &mut out.left);
-        self.known.retain(|&id, sent| match snapshot.entity(id) {
-            Some(entity) => {
-                if entity.changed_tick > *sent {
-                    moved.push(id & SLOT_MASK);
-                    *sent = entity.changed_tick;
+        self.known.retain_mut(|known| match snapshot.hot(known.id) {
+            Some(hot) => {
+                if hot.version != known.version {
+                    moved.push(known.id & SLOT_MASK);
+                    known.version = hot.version;
                 }
                 true
             }
             None => {
-                left.push(id);
+                left.push(known.id);
                 false
             }
         });
@@ -175,13 +193,10 @@ impl Interest {
                 if nearest.len() == view.max && nearest.peek().is_some_and(|far| bits >= far.0) {
                     return;
                 }
-                // Only entities in the hysteresis band need the snapshot and
-                // the known-set lookup; the rest are decided by distance alone.
-                let keep = d2 <= enter2
-                    || (d2 <= leave2
-                        && snapshot.slots[slot as usize]
-                            .as_ref()
-                            .is_some_and(|e| known.contains_key(&e.state.id)));
+                // Only entities in the hysteresis band need the known-set
+                // lookup; the rest are decided by distance alone.
+                let keep =
+                    d2 <= enter2 || (d2 <= leave2 && knows(known, snapshot.hot[slot as usize].id));
                 if !keep {
                     return;
                 }
@@ -192,35 +207,29 @@ impl Interest {
                 }
             });
         }
-        // Entries seen in this pass are marked by flipping to the negated tick
-        // (ticks are never u64::MAX), so leavers can be found in one sweep.
-        for &(_, slot) in self.nearest.iter() {
-            let entity = snapshot.slots[slot as usize]
-                .as_ref()
-                .expect("candidate slots are occupied");
-            match self.known.get_mut(&entity.state.id) {
-                Some(sent) => {
-                    if entity.changed_tick > *sent {
-                        out.moved.push(slot);
-                    }
-                    *sent = !entity.changed_tick;
-                }
-                None => {
-                    out.entered.push(slot);
-                    self.known.insert(entity.state.id, !entity.changed_tick);
-                }
+        // Who is in view now, sorted by id, merged with who the client knew.
+        self.next.clear();
+        self.next.extend(self.nearest.iter().map(|&(_, slot)| {
+            let hot = &snapshot.hot[slot as usize];
+            Known {
+                id: hot.id,
+                version: hot.version,
+            }
+        }));
+        self.next.sort_unstable_by_key(|k| k.id);
+        let mut old = self.known.iter().peekable();
+        for now in &self.next {
+            while let Some(gone) = old.next_if(|k| k.id < now.id) {
+                out.left.push(gone.id);
+            }
+            match old.next_if(|k| k.id == now.id) {
+                Some(was) if was.version == now.version => {}
+                Some(_) => out.moved.push(now.id & SLOT_MASK),
+                None => out.entered.push(now.id & SLOT_MASK),
             }
         }
-        let left = &mut out.left;
-        self.known.retain(|&id, sent| {
-            if *sent > u64::MAX / 2 {
-                *sent = !*sent;
-                true
-            } else {
-                left.push(id);
-                false
-            }
-        });
+        out.left.extend(old.map(|k| k.id));
+        std::mem::swap(&mut self.known, &mut self.next);
     }
 }
 
@@ -229,7 +238,7 @@ mod tests {
     use super::*;
     use crate::world::geodesy::to_ecef;
     use crate::world::grid::Grid;
-    use crate::world::snapshot::EntitySnap;
+    use crate::world::snapshot::{EntitySnap, Hot};
     use meridian_protocol::{EntityState, LonLat, WireState};
     use uuid::Uuid;
 
@@ -240,6 +249,7 @@ mod tests {
 
     fn snapshot(tick: u64, points: &[(u32, f64, u64)]) -> Snapshot {
         let mut slots = vec![None; 16];
+        let mut hot: Vec<Hot> = (0..16).map(Hot::vacant).collect();
         for &(id, east_m, changed_tick) in points {
             let pos = LonLat {
                 lon: deg(east_m),
@@ -251,10 +261,10 @@ mod tests {
                 name: "p".into(),
                 ecef: to_ecef(pos),
                 state,
-                wire: WireState::encode(&state),
-                changed_tick,
                 ack_seq: 0,
             });
+            hot[(id & SLOT_MASK) as usize] =
+                Hot::new(&state, WireState::encode(&state), changed_tick);
         }
         let grid = Grid::build(
             180.0,
@@ -266,6 +276,7 @@ mod tests {
         Snapshot {
             tick,
             slots,
+            hot,
             grid,
             ..Snapshot::default()
         }

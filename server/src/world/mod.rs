@@ -18,6 +18,6 @@ mod spawn;
 mod tick;
 
 pub use command::{Command, Input, JoinError, JoinRequest, Joined};
-pub use link::{Closer, ConnLink, Outgoing};
+pub use link::{ConnLink, Outgoing, Signals};
 pub use snapshot::Snapshot;
 pub use tick::{Settings, World, WorldHandle};

@@ -25,7 +25,7 @@ use super::interest::View;
 use super::link::ConnLink;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
-use super::snapshot::{EntitySnap, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK};
+use super::snapshot::{EntitySnap, Hot, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK};
 use super::spawn;
 use crate::bus::ControlEvent;
 use crate::store::{now_ms, Area, PendingPositions, StoredPosition, WorldDef};
@@ -649,21 +649,26 @@ impl World {
     }
 
     fn publish(&mut self) {
-        let slots: Vec<Option<EntitySnap>> = self
-            .slots
-            .iter()
-            .map(|slot| {
-                slot.as_ref().map(|p| EntitySnap {
-                    player_id: p.user_id,
-                    name: Arc::clone(&p.name),
-                    ecef: p.ecef,
-                    state: p.state,
-                    wire: p.wire,
-                    changed_tick: p.changed_tick,
-                    ack_seq: p.ack_seq,
-                })
-            })
-            .collect();
+        let mut slots = Vec::with_capacity(self.slots.len());
+        let mut hot = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot {
+                Some(p) => {
+                    slots.push(Some(EntitySnap {
+                        player_id: p.user_id,
+                        name: Arc::clone(&p.name),
+                        ecef: p.ecef,
+                        state: p.state,
+                        ack_seq: p.ack_seq,
+                    }));
+                    hot.push(Hot::new(&p.state, p.wire, p.changed_tick));
+                }
+                None => {
+                    slots.push(None);
+                    hot.push(Hot::vacant(i as u32));
+                }
+            }
+        }
         let grid = Grid::build(
             self.settings.view.leave_radius_m,
             slots
@@ -675,6 +680,7 @@ impl World {
             tick: self.tick,
             server_time_ms: now_ms() as u64,
             slots,
+            hot,
             grid,
             timings: self.timings,
             overruns: self.overruns,
@@ -775,7 +781,7 @@ fn kick(link: &ConnLink, reason: KickReason) {
         retry_after_ms,
         redirect: None,
     });
-    link.closer.close(close::for_kick(reason), reason.as_str());
+    link.signals.close(close::for_kick(reason), reason.as_str());
 }
 
 fn stored(def: &WorldDef, player: &Player) -> StoredPosition {
