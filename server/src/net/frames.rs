@@ -46,12 +46,14 @@ pub fn update(
         entered: delta
             .entered
             .iter()
-            .map(|slot| {
-                let e = entity(slot);
+            .map(|&slot| {
+                let who = snapshot.roster[slot as usize]
+                    .as_ref()
+                    .expect("delta slots are occupied in their snapshot");
                 EntityInfo {
-                    player_id: e.player_id,
-                    name: e.name.to_string(),
-                    state: e.state,
+                    player_id: who.player_id,
+                    name: who.name.to_string(),
+                    state: entity(&slot).state,
                 }
             })
             .collect(),

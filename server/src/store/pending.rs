@@ -1,7 +1,6 @@
 //! Positions waiting to be flushed: the newest one per player, so memory is
 //! bounded by the number of players however long the database is away.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -16,10 +15,14 @@ use super::StoredPosition;
 /// flusher swaps the whole map out once per interval, so the lock is held for
 /// microseconds and never across an `.await`, and unlike a channel the map
 /// keeps only the newest position per player.
+type Positions = foldhash::HashMap<(Uuid, Uuid), StoredPosition>;
+
 #[derive(Debug, Default)]
 pub struct PendingPositions {
-    /// Newest unsaved position per (user, world).
-    map: Mutex<HashMap<(Uuid, Uuid), StoredPosition>>,
+    /// Newest unsaved position per (user, world). The tick inserts thousands
+    /// a second; the ids are the server's own UUIDs, not chosen by clients,
+    /// so a fast non-keyed hash is safe.
+    map: Mutex<Positions>,
     /// Whether the last flush attempt failed (readiness reports it).
     failing: AtomicBool,
 }
@@ -37,7 +40,13 @@ impl PendingPositions {
     /// in the same order.
     #[must_use]
     pub fn take(&self) -> Vec<StoredPosition> {
-        let map = std::mem::take(&mut *self.map.lock().expect("pending positions lock poisoned"));
+        let map = {
+            let mut map = self.map.lock().expect("pending positions lock poisoned");
+            // Sized for the next interval like this one, so the tick's inserts
+            // do not grow the map again from nothing every flush.
+            let next = Positions::with_capacity_and_hasher(map.len(), Default::default());
+            std::mem::replace(&mut *map, next)
+        };
         let mut batch: Vec<StoredPosition> = map.into_values().collect();
         batch.sort_unstable_by_key(|p| (p.user_id, p.world_id));
         batch
@@ -76,7 +85,7 @@ impl PendingPositions {
     }
 }
 
-fn merge(map: &mut HashMap<(Uuid, Uuid), StoredPosition>, p: StoredPosition) {
+fn merge(map: &mut Positions, p: StoredPosition) {
     map.entry((p.user_id, p.world_id))
         .and_modify(|old| {
             if (p.epoch, p.seq) > (old.epoch, old.seq) {

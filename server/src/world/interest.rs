@@ -240,7 +240,6 @@ mod tests {
     use crate::world::grid::Grid;
     use crate::world::snapshot::{EntitySnap, Hot};
     use meridian_protocol::{EntityState, LonLat, WireState};
-    use uuid::Uuid;
 
     /// Metres → degrees of longitude at the equator.
     fn deg(m: f64) -> f64 {
@@ -257,8 +256,6 @@ mod tests {
             };
             let state = EntityState::quantize(id, pos, 0.0, 0.0);
             slots[(id & SLOT_MASK) as usize] = Some(EntitySnap {
-                player_id: Uuid::from_u128(u128::from(id)),
-                name: "p".into(),
                 ecef: to_ecef(pos),
                 state,
                 ack_seq: 0,

@@ -20,16 +20,23 @@ pub const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 /// One entity as published.
 #[derive(Debug, Clone)]
 pub struct EntitySnap {
-    /// The account behind it.
-    pub player_id: Uuid,
-    /// Display name.
-    pub name: Arc<str>,
     /// Earth-centred metric position (see `geodesy::to_ecef`).
     pub ecef: [f64; 3],
     /// Quantized state as sent on the wire; `state.id` is the entity id.
     pub state: EntityState,
     /// The last move `seq` accepted from this player.
     pub ack_seq: u32,
+}
+
+/// Who an entity is: what changes only when players join or leave, so the
+/// tick shares one roster between snapshots instead of cloning every name
+/// every tick.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The account behind it.
+    pub player_id: Uuid,
+    /// Display name.
+    pub name: Arc<str>,
 }
 
 /// What the fan-out reads of an entity for every client that knows it, on
@@ -117,6 +124,8 @@ pub struct Snapshot {
     pub slots: Vec<Option<EntitySnap>>,
     /// The same entities' ids, versions and wire states, by slot.
     pub hot: Vec<Hot>,
+    /// The same entities' identities, by slot.
+    pub roster: Arc<Vec<Option<Identity>>>,
     /// Index of the entities' positions.
     pub grid: Grid,
     /// How long the previous tick's steps took.

@@ -25,7 +25,9 @@ use super::interest::View;
 use super::link::ConnLink;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
-use super::snapshot::{EntitySnap, Hot, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK};
+use super::snapshot::{
+    EntitySnap, Hot, Identity, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK,
+};
 use super::spawn;
 use crate::bus::ControlEvent;
 use crate::store::{now_ms, Area, PendingPositions, StoredPosition, WorldDef};
@@ -97,6 +99,11 @@ pub struct World {
     generations: Vec<u32>,
     /// Free slots, reused last-in first-out.
     free: Vec<u32>,
+    /// Who is in each slot, as published: shared by every snapshot until
+    /// someone joins or leaves, so a steady world clones no names per tick.
+    roster: Arc<Vec<Option<Identity>>>,
+    /// Whether a join or leave since the last publish changed the roster.
+    roster_changed: bool,
     /// Slot of each account in the world.
     by_user: HashMap<Uuid, u32>,
     /// Slot of each live resume token.
@@ -136,6 +143,8 @@ impl World {
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
+            roster: Arc::default(),
+            roster_changed: false,
             by_user: HashMap::new(),
             by_resume: HashMap::new(),
             tick: 0,
@@ -338,6 +347,7 @@ impl World {
         };
         let entity = (self.generations[slot as usize] << SLOT_BITS) | slot;
         let state = EntityState::quantize(entity, position, 0.0, 0.0);
+        self.roster_changed = true;
         self.slots[slot as usize] = Some(Player {
             entity,
             user_id,
@@ -635,11 +645,13 @@ impl World {
         let Some(player) = self.slots[slot as usize].take() else {
             return;
         };
+        self.roster_changed = true;
         if let (Some(link), Some(reason)) = (&player.link, reason) {
             kick(link, reason);
         }
         if player.dirty {
-            self.pending.insert_all([stored(&self.def, &player)]);
+            self.pending
+                .insert_all([stored(&self.def, &player, now_ms())]);
         }
         self.by_user.remove(&player.user_id);
         self.by_resume.remove(&player.resume_token);
@@ -655,8 +667,6 @@ impl World {
             match slot {
                 Some(p) => {
                     slots.push(Some(EntitySnap {
-                        player_id: p.user_id,
-                        name: Arc::clone(&p.name),
                         ecef: p.ecef,
                         state: p.state,
                         ack_seq: p.ack_seq,
@@ -668,6 +678,19 @@ impl World {
                     hot.push(Hot::vacant(i as u32));
                 }
             }
+        }
+        if std::mem::take(&mut self.roster_changed) {
+            self.roster = Arc::new(
+                self.slots
+                    .iter()
+                    .map(|slot| {
+                        slot.as_ref().map(|p| Identity {
+                            player_id: p.user_id,
+                            name: Arc::clone(&p.name),
+                        })
+                    })
+                    .collect(),
+            );
         }
         let grid = Grid::build(
             self.settings.view.leave_radius_m,
@@ -681,6 +704,7 @@ impl World {
             server_time_ms: now_ms() as u64,
             slots,
             hot,
+            roster: Arc::clone(&self.roster),
             grid,
             timings: self.timings,
             overruns: self.overruns,
@@ -689,16 +713,11 @@ impl World {
     }
 
     fn persist(&mut self) {
-        let def = &self.def;
-        let mut dirty: Vec<StoredPosition> = Vec::new();
-        for player in self.slots.iter_mut().flatten() {
-            if std::mem::replace(&mut player.dirty, false) {
-                dirty.push(stored(def, player));
-            }
-        }
-        if !dirty.is_empty() {
-            self.pending.insert_all(dirty);
-        }
+        let (def, now) = (&self.def, now_ms());
+        self.pending
+            .insert_all(self.slots.iter_mut().flatten().filter_map(|player| {
+                std::mem::replace(&mut player.dirty, false).then(|| stored(def, player, now))
+            }));
     }
 
     /// Kick everyone (`Shutdown`) and hand every position to the flusher.
@@ -784,7 +803,8 @@ fn kick(link: &ConnLink, reason: KickReason) {
     link.signals.close(close::for_kick(reason), reason.as_str());
 }
 
-fn stored(def: &WorldDef, player: &Player) -> StoredPosition {
+/// The position to save for `player`, as of `updated_at_ms`.
+fn stored(def: &WorldDef, player: &Player, updated_at_ms: i64) -> StoredPosition {
     StoredPosition {
         user_id: player.user_id,
         world_id: def.id,
@@ -792,7 +812,7 @@ fn stored(def: &WorldDef, player: &Player) -> StoredPosition {
         heading: player.heading,
         epoch: player.epoch,
         seq: player.position_seq,
-        updated_at_ms: now_ms(),
+        updated_at_ms,
     }
 }
 
