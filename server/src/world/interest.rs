@@ -7,8 +7,6 @@
 //! client that could not keep up skips straight to fresh state instead of
 //! replaying a backlog, and the memory per connection is bounded by `AOI_MAX`.
 
-use std::collections::BinaryHeap;
-
 use super::geodesy::EARTH_RADIUS_M;
 use super::snapshot::{Snapshot, SLOT_MASK};
 
@@ -95,11 +93,12 @@ pub struct Interest {
     known: Vec<Known>,
     /// Where a full scan builds the next `known`, kept to reuse its allocation.
     next: Vec<Known>,
-    /// The nearest candidates so far as (squared chord distance bits, slot),
-    /// a max-heap bounded to `View::max`: in a crowd each candidate costs one
-    /// comparison with the farthest kept, instead of sorting them all.
-    /// (The bits of a non-negative `f64` order like the number.)
-    nearest: BinaryHeap<(u64, u32)>,
+    /// The candidates of a scan as (squared chord distance bits, slot). (The
+    /// bits of a non-negative `f64` order like the number.) It never holds
+    /// more than twice `View::max`: when it fills up, the nearest `max` are
+    /// selected and anything not nearer than the farthest of them is refused
+    /// from then on, so a crowd costs one comparison per candidate.
+    nearest: Vec<(u64, u32)>,
     /// The tick of the last full scan.
     scanned_at: u64,
 }
@@ -109,6 +108,19 @@ pub struct Interest {
 /// (one is a monotonic function of the other) and needs no trigonometry per pair.
 fn chord_for_arc(arc_m: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * (arc_m / (2.0 * EARTH_RADIUS_M)).sin()
+}
+
+/// Keep the `max` nearest of `candidates` and return the distance bits of the
+/// farthest kept: nothing not nearer than that can be kept any more.
+fn keep_nearest(candidates: &mut Vec<(u64, u32)>, max: usize) -> u64 {
+    if max == 0 {
+        candidates.clear();
+        return 0;
+    }
+    let (_, farthest, _) = candidates.select_nth_unstable(max - 1);
+    let cutoff = farthest.0;
+    candidates.truncate(max);
+    cutoff
 }
 
 /// Whether `id` is in a known set sorted by id.
@@ -184,13 +196,15 @@ impl Interest {
             let own_slot = me & SLOT_MASK;
             let known = &self.known;
             let nearest = &mut self.nearest;
+            let max = view.max;
+            let mut cutoff = u64::MAX;
             snapshot.grid.for_each_near(own.ecef, |slot, pos| {
                 if slot == own_slot {
                     return;
                 }
                 let d2 = chord2(own.ecef, *pos);
                 let bits = d2.to_bits();
-                if nearest.len() == view.max && nearest.peek().is_some_and(|far| bits >= far.0) {
+                if bits >= cutoff {
                     return;
                 }
                 // Only entities in the hysteresis band need the known-set
@@ -200,12 +214,14 @@ impl Interest {
                 if !keep {
                     return;
                 }
-                if nearest.len() < view.max {
-                    nearest.push((bits, slot));
-                } else if let Some(mut farthest) = nearest.peek_mut() {
-                    *farthest = (bits, slot);
+                nearest.push((bits, slot));
+                if nearest.len() >= 2 * max {
+                    cutoff = keep_nearest(nearest, max);
                 }
             });
+            if nearest.len() > max {
+                keep_nearest(nearest, max);
+            }
         }
         // Who is in view now, sorted by id, merged with who the client knew.
         self.next.clear();
@@ -247,8 +263,14 @@ mod tests {
     }
 
     fn snapshot(tick: u64, points: &[(u32, f64, u64)]) -> Snapshot {
-        let mut slots = vec![None; 16];
-        let mut hot: Vec<Hot> = (0..16).map(Hot::vacant).collect();
+        let len = points
+            .iter()
+            .map(|p| (p.0 & SLOT_MASK) as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        let mut slots = vec![None; len];
+        let mut hot: Vec<Hot> = (0..len as u32).map(Hot::vacant).collect();
         for &(id, east_m, changed_tick) in points {
             let pos = LonLat {
                 lon: deg(east_m),
@@ -340,6 +362,26 @@ mod tests {
         );
         interest.diff(&s, 0, &view, &mut delta);
         assert_eq!(ids(&s, &delta.entered), vec![2, 4]);
+    }
+
+    #[test]
+    fn in_a_crowd_exactly_the_nearest_aoi_max_are_seen() {
+        let view = View {
+            rescan_ticks: 1,
+            ..View::new(150.0, 16)
+        };
+        // 300 others between 0.3 and 90 m away, in a scrambled order.
+        let mut points = vec![(0, 0.0, 1)];
+        points.extend((1..=300u32).map(|id| (id, f64::from((id * 7919) % 300 + 1) * 0.3, 1)));
+        let s = snapshot(1, &points);
+        let mut interest = Interest::default();
+        let mut delta = Delta::default();
+        interest.diff(&s, 0, &view, &mut delta);
+        let mut nearest: Vec<u32> = points[1..].iter().map(|p| p.0).collect();
+        nearest.sort_by(|a, b| points[*a as usize].1.total_cmp(&points[*b as usize].1));
+        nearest.truncate(16);
+        nearest.sort_unstable();
+        assert_eq!(ids(&s, &delta.entered), nearest);
     }
 
     #[test]
