@@ -1,7 +1,6 @@
 //! One client connection from upgrade to close: authenticate, join the world,
 //! then run the reader and the writer until either ends.
 
-use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -91,7 +90,6 @@ pub async fn serve(
             return;
         }
     };
-    let update_hz = Arc::new(AtomicU8::new(gateway.settings.tick_hz));
     let room = Arc::new(Notify::new());
     // The Welcome (and a correction to resend) now, not with the next snapshot.
     while let Ok(Outgoing::Message(message)) = outbox.try_recv() {
@@ -107,7 +105,6 @@ pub async fn serve(
         signals: Arc::clone(&link.signals),
         me: joined.entity,
         encoding,
-        update_hz: Arc::clone(&update_hz),
         room: Arc::clone(&room),
         done,
     });
@@ -119,7 +116,6 @@ pub async fn serve(
         me: joined.entity,
         encoding,
         settings: gateway.settings.clone(),
-        update_hz,
         room,
     })
     .await;

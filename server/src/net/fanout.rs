@@ -13,7 +13,7 @@
 //! connection ever needs a wake-up of its own. Waking and polling thousands of
 //! writer tasks every tick cost more than the writing itself.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -52,8 +52,6 @@ pub struct Outlet<S> {
     pub me: u32,
     /// The socket's encoding.
     pub encoding: Encoding,
-    /// The client's chosen update rate.
-    pub update_hz: Arc<AtomicU8>,
     /// Told each time a message leaves the outbox (the reader waits on it).
     pub room: Arc<Notify>,
     /// Dropped when the fan-out is done with the connection: its close frame
@@ -357,7 +355,10 @@ where
                 Err(_) => Next::Done,
             };
         }
-        let hz = o.update_hz.load(Ordering::Relaxed).clamp(1, tick_hz);
+        let hz = o
+            .signals
+            .update_hz()
+            .map_or(tick_hz, |hz| hz.clamp(1, tick_hz));
         let due = hz == tick_hz || now >= self.next_update;
         let written =
             drain_outbox(sink, &mut o.outbox, &o.signals, &o.room, o.encoding).and_then(|_| {
@@ -514,7 +515,6 @@ mod tests {
             signals: Arc::clone(&link.signals),
             me,
             encoding: Encoding::Bincode,
-            update_hz: Arc::new(AtomicU8::new(20)),
             room: Arc::new(Notify::new()),
             done,
         }

@@ -9,7 +9,6 @@
 //! the writer and stops reading the socket meanwhile, which pushes back on a
 //! flooding client through TCP instead of dropping its answers.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +48,6 @@ pub struct Reader {
     pub encoding: Encoding,
     /// Limits.
     pub settings: NetSettings,
-    /// Shared with the writer: the client's chosen update rate.
-    pub update_hz: Arc<AtomicU8>,
     /// Notified by the writer each time it takes a message from the outbox.
     pub room: Arc<Notify>,
 }
@@ -227,8 +224,9 @@ async fn read(reader: &mut Reader) -> End {
             }
             ClientMessage::SetUpdateRate { hz } => {
                 reader
-                    .update_hz
-                    .store(hz.min(reader.settings.tick_hz), Ordering::Relaxed);
+                    .link
+                    .signals
+                    .set_update_hz(hz.min(reader.settings.tick_hz));
                 continue;
             }
             ClientMessage::Hello { .. } => {

@@ -5,7 +5,7 @@
 //! outbox is full is closed as too slow instead of being queued for.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -26,7 +26,8 @@ pub enum Outgoing {
 
 /// What the tick, the reader and the fan-out signal each other about one
 /// connection: that it is closing (once, with a close code and reason:
-/// whoever closes first decides the code), and that its outbox has mail.
+/// whoever closes first decides the code), that its outbox has mail, and the
+/// update rate its client chose.
 ///
 /// The reader waits on `closed` and polls it on every wake-up; a flag and one
 /// lock-free waker slot make that poll two atomic operations (a cancellation
@@ -39,6 +40,8 @@ pub enum Outgoing {
 pub struct Signals {
     closed: AtomicBool,
     mail: AtomicBool,
+    /// The update rate the client chose, 0 until it chooses one.
+    update_hz: AtomicU8,
     waker: AtomicWaker,
     frame: OnceLock<(u16, &'static str)>,
 }
@@ -80,6 +83,20 @@ impl Signals {
     #[must_use]
     pub fn take_mail(&self) -> bool {
         self.mail.load(Ordering::Acquire) && self.mail.swap(false, Ordering::AcqRel)
+    }
+
+    /// Record the update rate the client chose (at least 1).
+    pub fn set_update_hz(&self, hz: u8) {
+        self.update_hz.store(hz, Ordering::Relaxed);
+    }
+
+    /// The update rate the client chose, if it chose one.
+    #[must_use]
+    pub fn update_hz(&self) -> Option<u8> {
+        match self.update_hz.load(Ordering::Relaxed) {
+            0 => None,
+            hz => Some(hz),
+        }
     }
 
     /// The close code and reason, once closed.
