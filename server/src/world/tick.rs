@@ -41,9 +41,6 @@ const STOPPED_AFTER: Duration = Duration::from_millis(300);
 /// How long clients are asked to wait before reconnecting after a shutdown.
 const SHUTDOWN_RETRY_MS: u32 = 5_000;
 
-/// The longest the tick thread sleeps before looking for a shutdown.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
-
 /// The shard settings a world needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -162,15 +159,9 @@ impl World {
         }
     }
 
-    /// Start the tick on a thread of its own. It runs until `shutdown` is
-    /// cancelled, then kicks every player with `Kicked { reason: Shutdown }`
-    /// and hands their positions to the flusher before returning.
-    ///
-    /// Not a runtime task: the fan-out walks every connection once per
-    /// snapshot without yielding, and a tick that fell due while both
-    /// runtime workers were walking waited for them, a wait that landed on
-    /// every player's move→ack latency. On its own thread the tick is woken
-    /// by the kernel at its time and needs no worker.
+    /// Start the tick task. It runs until `shutdown` is cancelled, then kicks
+    /// every player with `Kicked { reason: Shutdown }` and hands their positions
+    /// to the flusher before returning.
     #[must_use]
     pub fn spawn(self, shutdown: CancellationToken) -> (WorldHandle, JoinHandle<()>) {
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -180,10 +171,7 @@ impl World {
             commands,
             snapshots: self.subscribe(),
         };
-        (
-            handle,
-            tokio::task::spawn_blocking(move || self.run(rx, &shutdown)),
-        )
+        (handle, tokio::spawn(self.run(rx, shutdown)))
     }
 
     /// A receiver of this world's snapshots.
@@ -192,23 +180,16 @@ impl World {
         self.publisher.subscribe()
     }
 
-    fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: &CancellationToken) {
-        let period = self.settings.tick_period();
-        let mut due = Instant::now();
-        while !shutdown.is_cancelled() {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.settings.tick_period());
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
             let now = Instant::now();
-            if now < due {
-                // In short steps, so that a shutdown is noticed promptly
-                // whatever the tick rate.
-                std::thread::sleep((due - now).min(SHUTDOWN_POLL));
-                continue;
-            }
-            // A late tick keeps the cadence; one more than a period late is
-            // not followed by a burst of catch-up ticks.
-            due += period;
-            if due <= now {
-                due = now + period;
-            }
             // Only what is queued now: a flood of commands cannot stall the tick forever.
             let queued = commands.len();
             let mut drained = Vec::with_capacity(queued);
