@@ -46,7 +46,7 @@ pub struct Outlet<S> {
     pub sink: Arc<Mutex<S>>,
     /// Messages for this client alone.
     pub outbox: mpsc::Receiver<Outgoing>,
-    /// Closes the connection.
+    /// The connection's signals: closing, outbox mail, the client's update rate.
     pub signals: Arc<Signals>,
     /// The player's entity id.
     pub me: u32,

@@ -113,7 +113,7 @@ pub struct ConnLink {
     pub conn_id: u64,
     /// The connection's outbox.
     pub outbox: mpsc::Sender<Outgoing>,
-    /// Closes the connection.
+    /// Closes the connection, notes outbox mail.
     pub signals: Arc<Signals>,
 }
 
