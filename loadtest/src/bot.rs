@@ -297,18 +297,12 @@ impl Bot {
 
     /// Take one step and send it; false if the socket failed.
     async fn step(&mut self) -> bool {
-        let (p, heading) = self
-            .walker
-            .step(self.plan.move_period.as_secs_f64(), &self.shared.walk);
         self.seq += 1;
-        let message = ClientMessage::Move {
-            seq: self.seq,
-            lon: p.lon,
-            lat: p.lat,
-            heading,
-            accuracy_m: None,
-            fix_time_ms: None,
-        };
+        let message = self.walker.next_move(
+            self.plan.move_period.as_secs_f64(),
+            &self.shared.walk,
+            self.seq,
+        );
         let frame = frame(self.plan.encoding, &message);
         let counters = &self.shared.stats.counters;
         Counters::add(&counters.bytes_out, frame.len());

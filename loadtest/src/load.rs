@@ -255,19 +255,11 @@ impl LoadBot {
 
     /// Take one step and send it; false if the socket failed.
     fn step(&mut self, shared: &Shared, period: Duration, tally: &mut Tally) -> bool {
-        let (p, heading) = self.walker.step(period.as_secs_f64(), &shared.walk);
         self.seq += 1;
-        let message = frame(
-            self.encoding,
-            &ClientMessage::Move {
-                seq: self.seq,
-                lon: p.lon,
-                lat: p.lat,
-                heading,
-                accuracy_m: None,
-                fix_time_ms: None,
-            },
-        );
+        let step = self
+            .walker
+            .next_move(period.as_secs_f64(), &shared.walk, self.seq);
+        let message = frame(self.encoding, &step);
         tally.bytes_out += message.len();
         tally.moves_out += 1;
         self.send(message)

@@ -3,7 +3,7 @@
 //! areas that would refuse or slow it, so that a correct server never has to
 //! correct it.
 
-use meridian_protocol::LonLat;
+use meridian_protocol::{ClientMessage, LonLat};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde::Deserialize;
@@ -101,6 +101,19 @@ impl Walker {
             heading: rng.random_range(0.0..360.0),
             speed: rng.random_range(speeds.0..=speeds.1),
             rng,
+        }
+    }
+
+    /// Advance by `dt` seconds and say so: the `Move` numbered `seq`.
+    pub fn next_move(&mut self, dt: f64, walk: &Walk, seq: u32) -> ClientMessage {
+        let (p, heading) = self.step(dt, walk);
+        ClientMessage::Move {
+            seq,
+            lon: p.lon,
+            lat: p.lat,
+            heading,
+            accuracy_m: None,
+            fix_time_ms: None,
         }
     }
 
