@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS meridian_set_updated_at();
