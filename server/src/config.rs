@@ -85,6 +85,25 @@ pub struct ServeArgs {
     /// it the admin API is disabled.
     #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<String>,
+    /// PostgreSQL + PostGIS store, e.g. `postgres://user:pass@host/db`
+    /// [default: none: the embedded SQLite store in DATA_DIR]. Requires JWT_SECRET.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis for sessions and caches, e.g. `redis://host:6379` [default: none].
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Most PostgreSQL connections in the pool [default: 10].
+    #[arg(long, env = "DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// PostgreSQL connections kept open [default: 2].
+    #[arg(long, env = "DB_MIN_CONNECTIONS")]
+    pub db_min_connections: Option<u32>,
+    /// Seconds a call waits for a pooled PostgreSQL connection [default: 30].
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT")]
+    pub db_acquire_timeout: Option<u64>,
+    /// Do not apply pending migrations on start (run `meridian migrate run` instead).
+    #[arg(long, env = "NO_MIGRATE")]
+    pub no_migrate: bool,
 }
 
 /// The validated configuration of one shard.
@@ -124,6 +143,35 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The admin API's bearer token; `None` disables the admin API.
     pub ops_token: Option<String>,
+    /// PostgreSQL URL; `None` selects the embedded SQLite store.
+    pub database_url: Option<String>,
+    /// Redis URL for sessions and caches; `None` keeps them in the database only.
+    pub redis_url: Option<String>,
+    /// PostgreSQL pool size limits and acquire timeout.
+    pub db_pool: DbPool,
+    /// Apply pending migrations on start.
+    pub migrate_on_start: bool,
+}
+
+/// PostgreSQL connection pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbPool {
+    /// Most open connections.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long a call waits for a free connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbPool {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 2,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Config {
@@ -146,6 +194,10 @@ impl Default for Config {
             token_ttl: Duration::from_secs(900),
             log_format: LogFormat::Pretty,
             ops_token: None,
+            database_url: None,
+            redis_url: None,
+            db_pool: DbPool::default(),
+            migrate_on_start: true,
         }
     }
 }
@@ -216,6 +268,15 @@ impl ServeArgs {
             token_ttl: pick!(token_ttl_s).map_or(d.token_ttl, Duration::from_secs),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             ops_token: pick!(ops_token),
+            database_url: pick!(database_url),
+            redis_url: pick!(redis_url),
+            db_pool: DbPool {
+                max_connections: pick!(db_max_connections).unwrap_or(d.db_pool.max_connections),
+                min_connections: pick!(db_min_connections).unwrap_or(d.db_pool.min_connections),
+                acquire_timeout: pick!(db_acquire_timeout)
+                    .map_or(d.db_pool.acquire_timeout, Duration::from_secs),
+            },
+            migrate_on_start: !(self.no_migrate || file.no_migrate),
         };
         config.validate()?;
         Ok(config)
@@ -279,6 +340,34 @@ impl Config {
         if self.login_rate_per_min == 0 {
             return invalid("LOGIN_RATE_PER_MIN", "must be positive");
         }
+        if self.database_url.is_some() && self.jwt_secret.is_none() {
+            // Shards sharing a database must sign with one secret, and a
+            // development secret kept in one shard's DATA_DIR is not that.
+            return invalid(
+                "JWT_SECRET",
+                "is required when DATABASE_URL is set (at least 32 bytes, the same on every shard)",
+            );
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid("DATABASE_URL", "must be a postgres:// URL");
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return invalid("REDIS_URL", "must be a redis:// or rediss:// URL");
+            }
+        }
+        let pool = self.db_pool;
+        if pool.max_connections == 0 || pool.min_connections > pool.max_connections {
+            return invalid(
+                "DB_MAX_CONNECTIONS",
+                "must be positive and at least DB_MIN_CONNECTIONS",
+            );
+        }
+        if pool.acquire_timeout.is_zero() {
+            return invalid("DB_ACQUIRE_TIMEOUT", "must be at least 1 second");
+        }
         if self.shard_id.is_empty() || self.shard_id.len() > 64 {
             return invalid("SHARD_ID", "must be 1 to 64 characters");
         }
@@ -322,6 +411,31 @@ mod tests {
         assert_eq!(config.tick_hz, 30);
         assert_eq!(config.aoi_max, 32);
         assert_eq!(config.aoi_radius_m, 150.0);
+    }
+
+    #[test]
+    fn a_database_url_without_a_jwt_secret_is_refused() {
+        let args = ServeArgs {
+            database_url: Some("postgres://meridian@localhost/meridian".into()),
+            ..ServeArgs::default()
+        };
+        let error = args.into_config().unwrap_err().to_string();
+        assert!(error.contains("JWT_SECRET"), "{error}");
+        assert!(error.contains("DATABASE_URL"), "{error}");
+        let args = ServeArgs {
+            database_url: Some("postgres://meridian@localhost/meridian".into()),
+            jwt_secret: Some("x".repeat(32)),
+            db_max_connections: Some(4),
+            db_min_connections: Some(1),
+            db_acquire_timeout: Some(5),
+            no_migrate: true,
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.db_pool.max_connections, 4);
+        assert_eq!(config.db_pool.min_connections, 1);
+        assert_eq!(config.db_pool.acquire_timeout, Duration::from_secs(5));
+        assert!(!config.migrate_on_start);
     }
 
     #[test]
