@@ -2,6 +2,8 @@
 //! worlds, account calls over HTTP, and a WebSocket game client.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
