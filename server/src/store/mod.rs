@@ -7,6 +7,8 @@
 
 pub mod flusher;
 pub mod pending;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 pub use flusher::Flusher;
 pub use pending::PendingPositions;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store call failed. Callers map these to client-facing errors; the text
