@@ -106,6 +106,35 @@ pub struct ServeArgs {
     pub no_migrate: bool,
 }
 
+/// The `meridian migrate` arguments: which database, as `serve` would pick it.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    /// PostgreSQL URL; without it, the embedded SQLite store in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded database lives [default: ./data].
+    #[arg(long, env = "DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A `meridian migrate` action.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Run,
+    /// Revert the latest applied migration, or every one newer than --target.
+    Revert {
+        /// Keep migrations up to this version (0 reverts everything).
+        #[arg(long)]
+        target: Option<i64>,
+    },
+    /// List every migration and whether it is applied, pending or edited.
+    Info,
+}
+
 /// The validated configuration of one shard.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -5,6 +5,7 @@
 //! only loads and saves: the embedded SQLite implementation and the PostGIS one
 //! answer the same calls and pass the same contract tests.
 
+pub mod database;
 pub mod flusher;
 pub mod pending;
 pub mod postgres;
@@ -16,6 +17,7 @@ use meridian_protocol::{AreaKind, LonLat};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use database::Database;
 pub use flusher::Flusher;
 pub use pending::PendingPositions;
 pub use postgres::PgStore;
