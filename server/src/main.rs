@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run a shard. With no settings: embedded SQLite under ./data, one shard,
     /// game port 127.0.0.1:7000, ops port 127.0.0.1:9100. Log filter: RUST_LOG.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply, revert or list database migrations: PostgreSQL when DATABASE_URL
     /// is set (the `migrations/` folder, as `sqlx migrate` reads it), otherwise
     /// the embedded SQLite store in DATA_DIR. `serve` applies them on start
