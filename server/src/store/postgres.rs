@@ -519,18 +519,47 @@ impl Store for PgStore {
         if columns.user_ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        match self.upsert_positions(&columns, false).await {
+            // Rows of accounts or worlds deleted meanwhile fail the batch on
+            // their foreign key. They are rare, so only then is the batch sent
+            // again skipping them (checking every row up front costs a third
+            // of the flush): the player is gone, and one such row must not
+            // block everyone else's positions, now or on any retry.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(FOREIGN_KEY_VIOLATION) => {
+                self.upsert_positions(&columns, true).await.map_err(db_error)
+            }
+            result => result.map_err(db_error),
+        }
+    }
+}
+
+/// PostgreSQL's SQLSTATE for a foreign key violation.
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+
+impl PgStore {
+    /// One upsert of the whole batch in one transaction; with `only_known`,
+    /// rows whose account or world does not exist are skipped.
+    async fn upsert_positions(
+        &self,
+        columns: &PositionColumns,
+        only_known: bool,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
         // Positions are write-behind anyway: a crash may lose the last flush
         // interval, so this transaction need not wait for its WAL to reach
         // disk. Accounts and sessions keep full durability.
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        // Rows of accounts or worlds deleted meanwhile are skipped rather than
-        // failing the batch: the player is gone, and one such row must not
-        // block everyone else's positions, now or on any retry.
-        let result = sqlx::query(
+            .await?;
+        let filter = if only_known {
+            "WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = b.user_id) \
+               AND EXISTS (SELECT 1 FROM worlds w WHERE w.id = b.world_id)"
+        } else {
+            ""
+        };
+        // Rows are written in key order, so shards flushing at once take row
+        // locks in the same order and cannot deadlock.
+        let sql = format!(
             "INSERT INTO player_positions \
                  (user_id, world_id, geom, heading, epoch, seq, updated_at) \
              SELECT b.user_id, b.world_id, ST_SetSRID(ST_MakePoint(b.lon, b.lat), 4326), \
@@ -538,26 +567,25 @@ impl Store for PgStore {
              FROM UNNEST($1::uuid[], $2::uuid[], $3::float8[], $4::float8[], $5::float4[], \
                          $6::int8[], $7::int8[], $8::int8[]) \
                   AS b (user_id, world_id, lon, lat, heading, epoch, seq, at_ms) \
-             WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = b.user_id) \
-               AND EXISTS (SELECT 1 FROM worlds w WHERE w.id = b.world_id) \
+             {filter} \
              ORDER BY b.user_id, b.world_id \
              ON CONFLICT (user_id, world_id) DO UPDATE SET \
                  geom = excluded.geom, heading = excluded.heading, \
                  epoch = excluded.epoch, seq = excluded.seq, updated_at = excluded.updated_at \
-             WHERE (excluded.epoch, excluded.seq) > (player_positions.epoch, player_positions.seq)",
-        )
-        .bind(&columns.user_ids)
-        .bind(&columns.world_ids)
-        .bind(&columns.lons)
-        .bind(&columns.lats)
-        .bind(&columns.headings)
-        .bind(&columns.epochs)
-        .bind(&columns.seqs)
-        .bind(&columns.updated_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+             WHERE (excluded.epoch, excluded.seq) > (player_positions.epoch, player_positions.seq)"
+        );
+        let result = sqlx::query(&sql)
+            .bind(&columns.user_ids)
+            .bind(&columns.world_ids)
+            .bind(&columns.lons)
+            .bind(&columns.lats)
+            .bind(&columns.headings)
+            .bind(&columns.epochs)
+            .bind(&columns.seqs)
+            .bind(&columns.updated_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 }
