@@ -156,6 +156,19 @@ async fn a_database_outage_loses_no_position_and_readiness_follows_it() {
     walk_until_ready_is(&server, &mut clients, 503).await;
     let (_, body) = readiness(&server).await;
     assert_eq!(body["checks"]["database"], "unreachable", "{body}");
+    // Durable writes are refused with a clear error, never acknowledged.
+    let (status, body) = server
+        .post(
+            "/api/register",
+            serde_json::json!({"username": "late", "password": "a-good-password"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+
     // Memory stays bounded by the player count, however many moves are made:
     // between flush attempts, exactly one pending position per player.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -177,6 +190,18 @@ async fn a_database_outage_loses_no_position_and_readiness_follows_it() {
     step_all(&mut clients, 1.0).await;
     let pool = db.pool().await;
     until_stored(&pool, &clients, Duration::from_secs(10)).await;
+    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE username = 'late'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "the refused registration was not written later");
+    let (status, _) = server
+        .post(
+            "/api/register",
+            serde_json::json!({"username": "late", "password": "a-good-password"}),
+        )
+        .await;
+    assert_eq!(status, 201, "and works once the database is back");
     server.stop().await;
     // The final flush at shutdown changes nothing: it was all there.
     until_stored(&pool, &clients, Duration::from_secs(1)).await;

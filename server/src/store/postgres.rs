@@ -526,7 +526,9 @@ impl Store for PgStore {
             // of the flush): the player is gone, and one such row must not
             // block everyone else's positions, now or on any retry.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(FOREIGN_KEY_VIOLATION) => {
-                self.upsert_positions(&columns, true).await.map_err(db_error)
+                self.upsert_positions(&columns, true)
+                    .await
+                    .map_err(db_error)
             }
             result => result.map_err(db_error),
         }
