@@ -110,3 +110,26 @@ async fn migrate_lists_applies_reverts_and_refuses_an_edited_migration() {
     let info = stdout(&meridian_migrate(&db, &["info"]));
     assert_eq!(count(&info, "applied"), files, "{info}");
 }
+
+#[test]
+fn serve_refuses_a_database_url_without_a_jwt_secret() {
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "serve",
+            "--game-addr",
+            "127.0.0.1:0",
+            "--ops-addr",
+            "127.0.0.1:0",
+        ])
+        .env("DATABASE_URL", "postgres://meridian@127.0.0.1:1/meridian")
+        .env_remove("JWT_SECRET")
+        .env_remove("MERIDIAN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("JWT_SECRET") && message.contains("DATABASE_URL"),
+        "{message}"
+    );
+}
