@@ -278,6 +278,12 @@ impl ServeArgs {
                 self.$field.clone().or(file.$field.clone())
             };
         }
+        // An empty value (`OPS_TOKEN=` in a compose file) means "not set".
+        macro_rules! pick_text {
+            ($field:ident) => {
+                pick!($field).filter(|value: &String| !value.is_empty())
+            };
+        }
         let config = Config {
             game_addr: pick!(game_addr).unwrap_or(d.game_addr),
             ops_addr: pick!(ops_addr).unwrap_or(d.ops_addr),
@@ -289,16 +295,16 @@ impl ServeArgs {
             aoi_radius_m: pick!(aoi_radius_m).unwrap_or(d.aoi_radius_m),
             aoi_max: pick!(aoi_max).unwrap_or(d.aoi_max),
             max_speed_mps: pick!(max_speed_mps).unwrap_or(d.max_speed_mps),
-            jwt_secret: pick!(jwt_secret),
+            jwt_secret: pick_text!(jwt_secret),
             resume_grace: pick!(resume_grace_ms).map_or(d.resume_grace, Duration::from_millis),
             idle_timeout: pick!(idle_timeout_ms).map_or(d.idle_timeout, Duration::from_millis),
             client_msg_rate: pick!(client_msg_rate).unwrap_or(d.client_msg_rate),
             login_rate_per_min: pick!(login_rate_per_min).unwrap_or(d.login_rate_per_min),
             token_ttl: pick!(token_ttl_s).map_or(d.token_ttl, Duration::from_secs),
             log_format: pick!(log_format).unwrap_or(d.log_format),
-            ops_token: pick!(ops_token),
-            database_url: pick!(database_url),
-            redis_url: pick!(redis_url),
+            ops_token: pick_text!(ops_token),
+            database_url: pick_text!(database_url),
+            redis_url: pick_text!(redis_url),
             db_pool: DbPool {
                 max_connections: pick!(db_max_connections).unwrap_or(d.db_pool.max_connections),
                 min_connections: pick!(db_min_connections).unwrap_or(d.db_pool.min_connections),
@@ -440,6 +446,20 @@ mod tests {
         assert_eq!(config.tick_hz, 30);
         assert_eq!(config.aoi_max, 32);
         assert_eq!(config.aoi_radius_m, 150.0);
+    }
+
+    #[test]
+    fn empty_secrets_and_urls_are_unset() {
+        let args = ServeArgs {
+            ops_token: Some(String::new()),
+            jwt_secret: Some(String::new()),
+            redis_url: Some(String::new()),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.ops_token, None);
+        assert_eq!(config.jwt_secret, None);
+        assert_eq!(config.redis_url, None);
     }
 
     #[test]
