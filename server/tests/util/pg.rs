@@ -30,10 +30,12 @@ pub fn admin_url() -> String {
 /// Replace the database name (the URL's path) of a PostgreSQL URL.
 #[must_use]
 pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_end = base
-        .find("://")
-        .map_or(0, |i| i + 3 + base[i + 3..].find('/').unwrap_or(base.len() - i - 3));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| {
+        i + 3 + base[i + 3..].find('/').unwrap_or(base.len() - i - 3)
+    });
     let mut out = format!("{}/{database}", &base[..authority_end]);
     if let Some(query) = query {
         out.push('?');
@@ -166,7 +168,15 @@ impl PgCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("postgres.log");
-        let output = self.pg_ctl(&["-w", "-s", "-l", log.to_str().unwrap(), "-o", &options, "start"]);
+        let output = self.pg_ctl(&[
+            "-w",
+            "-s",
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "start",
+        ]);
         assert!(
             output.status.success(),
             "pg_ctl start failed: {}{}",
