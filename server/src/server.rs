@@ -17,7 +17,9 @@ use crate::bus::{Bus, ControlEvent, LocalBus};
 use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
 use crate::ops::{self, OpsState};
-use crate::store::{Flusher, PendingPositions, SqliteStore, Store, StoreError};
+use crate::store::{
+    CacheError, CachedStore, Flusher, PendingPositions, SqliteStore, Store, StoreError,
+};
 use crate::world::{Command, Settings, World, WorldHandle};
 
 /// How long shutdown waits for connections to finish their goodbyes.
@@ -45,6 +47,9 @@ pub enum ServerError {
     /// The store failed to open, migrate or load.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The Redis URL is unusable (Redis being down is not an error).
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
     /// The account service could not start.
     #[error("accounts: {0}")]
     Auth(#[from] AuthError),
@@ -87,6 +92,7 @@ impl Server {
             Arc::new(SqliteStore::open(&config.data_dir.join("meridian.db")).await?);
         store.migrate().await?;
         crate::demo::seed_if_empty(store.as_ref()).await?;
+        let store = CachedStore::wrap(store, config.redis_url.as_deref())?;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let auth = Arc::new(Auth::new(&config, Arc::clone(&store), Arc::clone(&bus)).await?);
 

@@ -4,17 +4,22 @@
 //! migrations, cascades) and the demo world seeding.
 //!
 //! The checks share one store and never assume it is empty: every name and id
-//! they create is fresh.
+//! they create is fresh. `CachedStore` (Redis in front of a store) runs the
+//! same suite, with Redis up and with Redis down.
+
+mod util;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use meridian_protocol::{AreaKind, LonLat};
 use meridian_server::demo;
 use meridian_server::store::{
-    now_ms, Area, Bounds, MovementMode, Profile, Role, Rotation, Session, SqliteStore, Store,
-    StoreError, StoredPosition, User, WorldDef, WorldObject,
+    now_ms, Area, Bounds, CachedStore, MovementMode, Profile, RedisCache, Role, Rotation, Session,
+    SqliteStore, Store, StoreError, StoredPosition, User, WorldDef, WorldObject,
 };
 use sha2::{Digest, Sha256};
+use util::redis::RedisServer;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
@@ -759,6 +764,32 @@ async fn an_unopenable_path_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Redis in front of SQLite.
+// ---------------------------------------------------------------------------
+
+async fn cached(dir: &Path, url: &str) -> CachedStore {
+    let inner: Arc<dyn Store> = Arc::new(open_migrated(&dir.join("meridian.db")).await);
+    CachedStore::new(inner, RedisCache::open(url).unwrap())
+}
+
+#[tokio::test]
+async fn a_cached_store_meets_the_contract() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = cached(dir.path(), &redis.url()).await;
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn a_cached_store_with_redis_down_meets_the_contract() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let store = cached(dir.path(), &redis.url()).await;
+    run_contract(&store).await;
 }
 
 // ---------------------------------------------------------------------------

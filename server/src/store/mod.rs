@@ -3,10 +3,14 @@
 //!
 //! All game-time spatial logic lives in Rust (the `world` module), so the store
 //! only loads and saves: the embedded SQLite implementation and the PostGIS one
-//! answer the same calls and pass the same contract tests.
+//! answer the same calls and pass the same contract tests. With Redis,
+//! `CachedStore` wraps either of them and answers session and profile reads
+//! from Redis.
 
+pub mod cached;
 pub mod flusher;
 pub mod pending;
+pub mod redis_cache;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -14,8 +18,10 @@ use meridian_protocol::{AreaKind, LonLat};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use cached::CachedStore;
 pub use flusher::Flusher;
 pub use pending::PendingPositions;
+pub use redis_cache::{CacheError, RedisCache};
 pub use sqlite::SqliteStore;
 
 /// Why a store call failed. Callers map these to client-facing errors; the text
@@ -320,7 +326,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// An account's profile (name and roles, no secrets). The same as
     /// `user_by_id`, which is what databases answer it with; a cache in front
-    /// of the store may answer it without the database.
+    /// of the store answers it without the database.
     ///
     /// # Errors
     /// `StoreError::Unavailable` on database failure.
