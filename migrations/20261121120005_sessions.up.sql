@@ -6,8 +6,7 @@ CREATE TABLE sessions (
     expires_at timestamptz NOT NULL,
     revoked    boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    CHECK (expires_at > created_at)
+    updated_at timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE INDEX sessions_user_id ON sessions (user_id);

@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// Messages per second a connection may send (burst: twice that) [default: 30].
     #[arg(long, env = "CLIENT_MSG_RATE")]
     pub client_msg_rate: Option<u32>,
-    /// Login/register/guest attempts per minute per client address [default: 20].
+    /// Login/register/guest/refresh attempts per minute per client address [default: 20].
     #[arg(long, env = "LOGIN_RATE_PER_MIN")]
     pub login_rate_per_min: Option<u32>,
     /// Access-token lifetime in seconds [default: 900].
@@ -104,6 +104,35 @@ pub struct ServeArgs {
     /// Do not apply pending migrations on start (run `meridian migrate run` instead).
     #[arg(long, env = "NO_MIGRATE")]
     pub no_migrate: bool,
+}
+
+/// The `meridian migrate` arguments: which database, as `serve` would pick it.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    /// PostgreSQL URL; without it, the embedded SQLite store in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded database lives [default: ./data].
+    #[arg(long, env = "DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A `meridian migrate` action.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Run,
+    /// Revert the latest applied migration, or every one newer than --target.
+    Revert {
+        /// Keep migrations up to this version (0 reverts everything).
+        #[arg(long)]
+        target: Option<i64>,
+    },
+    /// List every migration and whether it is applied, pending or edited.
+    Info,
 }
 
 /// The validated configuration of one shard.

@@ -13,5 +13,5 @@ mod server;
 pub mod store;
 pub mod world;
 
-pub use config::{Config, ServeArgs};
+pub use config::{Config, MigrateAction, MigrateArgs, ServeArgs};
 pub use server::{run, Server, ServerError};

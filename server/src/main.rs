@@ -3,8 +3,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meridian_server::config::DbPool;
 use meridian_server::config::LogFormat;
-use meridian_server::ServeArgs;
+use meridian_server::store::database::format_info;
+use meridian_server::store::Database;
+use meridian_server::{MigrateAction, MigrateArgs, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// Meridian: a real-time geospatial MMO game server.
@@ -19,7 +22,12 @@ struct Cli {
 enum Command {
     /// Run a shard. With no settings: embedded SQLite under ./data, one shard,
     /// game port 127.0.0.1:7000, ops port 127.0.0.1:9100. Log filter: RUST_LOG.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Apply, revert or list database migrations: PostgreSQL when DATABASE_URL
+    /// is set (the `migrations/` folder, as `sqlx migrate` reads it), otherwise
+    /// the embedded SQLite store in DATA_DIR. `serve` applies them on start
+    /// unless given --no-migrate.
+    Migrate(MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,7 +44,43 @@ fn main() -> anyhow::Result<()> {
                     .context("server failed")
             })
         }
+        Command::Migrate(args) => {
+            init_tracing(LogFormat::Pretty);
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(migrate(args))
+        }
     }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| "./data".into());
+    let pool = DbPool {
+        max_connections: 1,
+        min_connections: 0,
+        ..DbPool::default()
+    };
+    let database = Database::open(args.database_url.as_deref(), &data_dir, pool)
+        .await
+        .context("cannot open the database")?;
+    let result = match args.action {
+        MigrateAction::Run => database.run().await.map(|()| {
+            println!("{} migrations applied", database.kind());
+        }),
+        MigrateAction::Revert { target } => database.revert(target).await.map(|reverted| {
+            if reverted.is_empty() {
+                println!("nothing to revert");
+            }
+            for version in reverted {
+                println!("reverted {version}");
+            }
+        }),
+        MigrateAction::Info => database
+            .info()
+            .await
+            .map(|lines| print!("{}", format_info(database.kind(), &lines))),
+    };
+    database.close().await;
+    result.context("migration failed")
 }
 
 /// Keep glibc from holding on to freed Argon2 buffers (19 MiB per hash).

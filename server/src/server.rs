@@ -17,8 +17,9 @@ use crate::bus::{Bus, ControlEvent, LocalBus};
 use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
 use crate::ops::{self, OpsState};
+use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
 use crate::store::{
-    CacheError, CachedStore, Flusher, PendingPositions, SqliteStore, Store, StoreError,
+    CacheError, CachedStore, Database, Flusher, PendingPositions, PgStore, Store, StoreError,
 };
 use crate::world::{Command, Settings, World, WorldHandle};
 
@@ -88,15 +89,25 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.data_dir.join("meridian.db")).await?);
-        store.migrate().await?;
+        let database = Database::open(
+            config.database_url.as_deref(),
+            &config.data_dir,
+            config.db_pool,
+        )
+        .await?;
+        if config.migrate_on_start {
+            database.run().await?;
+        }
+        let store = database.store();
         crate::demo::seed_if_empty(store.as_ref()).await?;
         let store = CachedStore::wrap(store, config.redis_url.as_deref())?;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let auth = Arc::new(Auth::new(&config, Arc::clone(&store), Arc::clone(&bus)).await?);
 
         let stop = CancellationToken::new();
+        if let Database::Postgres(pg) = &database {
+            tokio::spawn(create_partitions_ahead(pg.clone(), stop.clone()));
+        }
         let pending = Arc::new(PendingPositions::default());
         let settings = Settings::from_config(&config);
         let mut worlds = HashMap::new();
@@ -279,6 +290,28 @@ async fn forward_control(
         }
         for world in worlds.values() {
             let _ = world.commands.send(Command::Control(event.clone())).await;
+        }
+    }
+}
+
+/// Keep the coming months' `flag_captures` partitions in place while the shard
+/// runs (migration creates them at start; a shard may run for months).
+async fn create_partitions_ahead(store: PgStore, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(6 * 3600);
+    let mut every = tokio::time::interval(EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store
+            .create_capture_partitions(CAPTURE_PARTITIONS_AHEAD)
+            .await
+        {
+            Ok(0) => {}
+            Ok(created) => tracing::info!(created, "flag_captures partitions created"),
+            Err(err) => tracing::warn!(error = %err, "cannot create flag_captures partitions"),
         }
     }
 }

@@ -834,3 +834,227 @@ async fn the_demo_world_is_not_seeded_beside_another_world() {
     demo::seed_if_empty(&store).await.unwrap();
     assert_eq!(store.worlds().await.unwrap(), [world]);
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL + PostGIS (the throwaway server of scripts/test).
+// ---------------------------------------------------------------------------
+
+use meridian_server::config::DbPool;
+use meridian_server::store::PgStore;
+use util::pg::TestDatabase;
+
+async fn pg_store(db: &TestDatabase) -> PgStore {
+    let store = PgStore::connect(&db.url, DbPool::default())
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+#[tokio::test]
+async fn postgres_store_meets_the_contract() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    store.migrate().await.expect("migrating twice is a no-op");
+    run_contract(&store).await;
+}
+
+/// The user tables of the public schema, PostGIS's own excepted.
+async fn pg_tables(store: &PgStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+         AND tablename NOT IN ('spatial_ref_sys', '_sqlx_migrations') ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_migrations_go_all_down_and_up_again() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    let migrator = &meridian_server::store::postgres::MIGRATOR;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        migrator.iter().count() / 2,
+        "every up ran"
+    );
+    assert!(pg_tables(&store)
+        .await
+        .contains(&"player_positions".to_owned()));
+
+    migrator
+        .undo(store.pool(), 0)
+        .await
+        .expect("every down runs");
+    assert_eq!(
+        pg_tables(&store).await,
+        Vec::<String>::new(),
+        "nothing left"
+    );
+    let postgis: Option<String> =
+        sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
+            .fetch_optional(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(postgis, None, "the first down drops the extension");
+
+    store.migrate().await.expect("all up again");
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn an_edited_applied_postgres_migration_is_refused() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    // What sqlx records of a migration whose file changed after it ran.
+    sqlx::query(
+        "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea \
+         WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Migration(m) if m.contains("edited")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn postgis_refuses_invalid_geometry_and_wrong_srids() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    let world = created_world(&store).await;
+    let insert = |geom: &'static str| {
+        sqlx::query(
+            "INSERT INTO areas (id, world_id, name, kind, geom) \
+             VALUES ($1, $2, 'bad', 'zone', ST_GeomFromText($3, $4))",
+        )
+        .bind(Uuid::now_v7())
+        .bind(world.id)
+        .bind(geom)
+    };
+    let bowtie = "MULTIPOLYGON(((4.8 52.3, 4.9 52.4, 4.9 52.3, 4.8 52.4, 4.8 52.3)))";
+    let square = "MULTIPOLYGON(((4.8 52.3, 4.9 52.3, 4.9 52.4, 4.8 52.4, 4.8 52.3)))";
+    let err = insert(bowtie)
+        .bind(4326)
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("areas_geom_check"), "{err}");
+    let err = insert(square)
+        .bind(3857)
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SRID"), "{err}");
+    insert(square)
+        .bind(4326)
+        .execute(store.pool())
+        .await
+        .expect("a valid shape");
+
+    // Through the store, an invalid shape is a clear conflict, not stored.
+    let bad = geo::MultiPolygon(vec![geo::Polygon::new(
+        geo::LineString::from(vec![
+            (4.8, 52.3),
+            (4.9, 52.4),
+            (4.9, 52.3),
+            (4.8, 52.4),
+            (4.8, 52.3),
+        ]),
+        vec![],
+    )]);
+    let area = Area {
+        id: Uuid::now_v7(),
+        world_id: world.id,
+        name: "bow tie".into(),
+        kind: AreaKind::Blocked,
+        geometry: bad,
+        properties: serde_json::json!({}),
+    };
+    let err = store.put_area(&area).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.areas(world.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_deleting_an_account_deletes_its_positions_and_sessions() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    let user = created_user(&store).await;
+    let world = created_world(&store).await;
+    store
+        .save_positions(&[position(&user, &world, 1, 1, 4.9)])
+        .await
+        .unwrap();
+    let now = now_ms();
+    let session = Session {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        created_at_ms: now,
+        expires_at_ms: now + 60_000,
+        revoked: false,
+    };
+    store
+        .create_session(&session, &refresh_hash())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user.id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.position(user.id, world.id).await.unwrap(), None);
+    assert_eq!(store.session(session.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn capture_partitions_exist_for_the_coming_months() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    let months = meridian_server::store::postgres::CAPTURE_PARTITIONS_AHEAD;
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'flag_captures'::regclass ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(partitions.len() as u32, months + 2, "{partitions:?}");
+    assert_eq!(
+        store.create_capture_partitions(months).await.unwrap(),
+        0,
+        "none missing"
+    );
+
+    // This month's capture lands in this month's partition, not the default.
+    let world = created_world(&store).await;
+    sqlx::query(
+        "INSERT INTO flag_captures (id, world_id, object_id, team) VALUES ($1, $2, $3, 'red')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(world.id)
+    .bind(Uuid::now_v7())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let partition: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM flag_captures")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let expected: String =
+        sqlx::query_scalar("SELECT 'flag_captures_' || to_char(now(), 'YYYYMM')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(partition, expected);
+}

@@ -1,6 +1,8 @@
 //! `/healthz` (the process answers) and `/readyz` (the shard can do its job:
 //! the database answers and positions are being flushed).
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -9,15 +11,24 @@ use serde_json::json;
 
 use super::OpsState;
 
+/// How long the database may take to answer the readiness ping. A database
+/// that is down can otherwise hold the check for the pool's whole acquire
+/// timeout, and an orchestrator's probe gives up long before that.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(super) async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 pub(super) async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let database = match state.store.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(err) => {
+    let database = match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness: database check failed");
+            "unreachable".to_owned()
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database did not answer in time");
             "unreachable".to_owned()
         }
     };

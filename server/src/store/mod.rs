@@ -8,9 +8,12 @@
 //! from Redis.
 
 pub mod cached;
+pub mod database;
 pub mod flusher;
 pub mod pending;
+pub mod postgres;
 pub mod redis_cache;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -19,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use cached::CachedStore;
+pub use database::Database;
 pub use flusher::Flusher;
 pub use pending::PendingPositions;
+pub use postgres::PgStore;
 pub use redis_cache::{CacheError, RedisCache};
 pub use sqlite::SqliteStore;
 

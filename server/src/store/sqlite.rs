@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,6 +20,7 @@ use sqlx::Row;
 use uuid::fmt::Hyphenated;
 use uuid::Uuid;
 
+use super::sql::{corrupt, db_error, migrate_error};
 use super::*;
 
 /// The SQLite schema, embedded in the binary so that `meridian` migrates its own
@@ -152,7 +153,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| migrate_error("sqlite", e))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -588,50 +592,6 @@ impl Store for SqliteStore {
         .map_err(db_error)?;
         Ok(result.rows_affected())
     }
-}
-
-/// Map a database error to the store's error kinds. Constraint violations are
-/// `Conflict`: retrying cannot help, unlike `Unavailable`.
-fn db_error(e: sqlx::Error) -> StoreError {
-    use sqlx::error::ErrorKind;
-    match &e {
-        sqlx::Error::Database(db) => match db.kind() {
-            ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_owned()),
-            ErrorKind::ForeignKeyViolation => StoreError::Conflict(format!(
-                "{} (a referenced row does not exist)",
-                db.message()
-            )),
-            ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
-                StoreError::Conflict(db.message().to_owned())
-            }
-            // Busy or locked database, disk full, I/O errors and the like.
-            _ => StoreError::Unavailable(db.message().to_owned()),
-        },
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-fn migrate_error(e: MigrateError) -> StoreError {
-    let hint = match &e {
-        MigrateError::VersionMissing(_) => {
-            " (the database was migrated by a newer meridian; run that version or restore a backup)"
-        }
-        MigrateError::VersionMismatch(_) => {
-            " (an applied migration was edited after it ran; restore the original file)"
-        }
-        MigrateError::Dirty(_) => " (a migration failed half-way; repair the database by hand)",
-        _ => "",
-    };
-    StoreError::Migration(format!("sqlite schema: {e}{hint}"))
-}
-
-fn corrupt(table: &str, what: String) -> StoreError {
-    StoreError::Corrupt(format!("{table}: unexpected {what}"))
 }
 
 fn uuid(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Uuid, StoreError> {

@@ -8,13 +8,15 @@ pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use geo::{polygon, MultiPolygon};
 use meridian_protocol::{AreaKind, ClientMessage, Encoding, LonLat, ServerMessage};
+use meridian_server::config::DbPool;
 use meridian_server::store::{
-    Area, Bounds, MovementMode, SqliteStore, Store, StoredPosition, WorldDef,
+    Area, Bounds, Database, MovementMode, PgStore, SqliteStore, Store, StoredPosition, WorldDef,
 };
 use meridian_server::{Config, Server};
 use tokio::net::TcpStream;
@@ -154,6 +156,8 @@ pub struct TestServer {
     pub game: SocketAddr,
     pub ops: SocketAddr,
     pub dir: PathBuf,
+    /// The PostgreSQL database it uses, if not the SQLite file in `dir`.
+    pub database_url: Option<String>,
     /// Keeps the temporary directory alive when this server created it.
     _tempdir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -179,10 +183,28 @@ impl TestServer {
         server
     }
 
+    /// Start a shard on PostgreSQL database `url` (migrated and seeded with
+    /// the test worlds first), adjusting the configuration first.
+    pub async fn start_pg(url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let store = PgStore::connect(url, DbPool::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        seed_test_worlds(&store).await;
+        store.close().await;
+        let tempdir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(tempdir.path(), |config| {
+            config.database_url = Some(url.to_owned());
+            adjust(config);
+        })
+        .await;
+        server._tempdir = Some(tempdir);
+        server
+    }
+
     /// Start a shard on an existing data directory.
     pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_tests(dir.to_path_buf());
         adjust(&mut config);
+        let database_url = config.database_url.clone();
         let server = Server::bind(config).await.expect("server binds");
         let (game, ops) = (server.game_addr(), server.ops_addr());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -193,6 +215,7 @@ impl TestServer {
             game,
             ops,
             dir: dir.to_path_buf(),
+            database_url,
             _tempdir: None,
             stop: Some(stop),
             task: Some(task),
@@ -246,7 +269,7 @@ impl TestServer {
 
     /// Put a player somewhere before they connect (as if they had logged out there).
     pub async fn place(&self, user_id: Uuid, world: &str, at: LonLat) {
-        let store = open_store(&self.dir).await;
+        let store = self.store().await;
         let world = store
             .worlds()
             .await
@@ -266,6 +289,19 @@ impl TestServer {
             }])
             .await
             .unwrap();
+    }
+
+    /// The store this server uses (a second pool on the same database).
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let pool = DbPool {
+            max_connections: 2,
+            min_connections: 0,
+            ..DbPool::default()
+        };
+        Database::open(self.database_url.as_deref(), &self.dir, pool)
+            .await
+            .unwrap()
+            .store()
     }
 
     /// Log in a new account placed at `at` in `world` and connect it.

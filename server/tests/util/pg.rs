@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Where Debian puts the PostgreSQL 15 server programs.
-fn pg_bin(program: &str) -> PathBuf {
+pub fn pg_bin(program: &str) -> PathBuf {
     let dir = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     Path::new(&dir).join(program)
 }
