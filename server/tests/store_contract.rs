@@ -859,6 +859,15 @@ async fn postgres_store_meets_the_contract() {
     run_contract(&store).await;
 }
 
+#[tokio::test]
+async fn a_cached_postgres_store_meets_the_contract() {
+    let db = TestDatabase::create().await;
+    let redis = RedisServer::start();
+    let inner: Arc<dyn Store> = Arc::new(pg_store(&db).await);
+    let store = CachedStore::new(inner, RedisCache::open(&redis.url()).unwrap());
+    run_contract(&store).await;
+}
+
 /// The user tables of the public schema, PostGIS's own excepted.
 async fn pg_tables(store: &PgStore) -> Vec<String> {
     sqlx::query_scalar(
