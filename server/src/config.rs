@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// Messages per second a connection may send (burst: twice that) [default: 30].
     #[arg(long, env = "CLIENT_MSG_RATE")]
     pub client_msg_rate: Option<u32>,
-    /// Login/register/guest attempts per minute per client address [default: 20].
+    /// Login/register/guest/refresh attempts per minute per client address [default: 20].
     #[arg(long, env = "LOGIN_RATE_PER_MIN")]
     pub login_rate_per_min: Option<u32>,
     /// Access-token lifetime in seconds [default: 900].

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
 use crate::ops::{self, OpsState};
 use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
-use crate::store::{Database, Flusher, PendingPositions, PgStore, Store, StoreError};
+use crate::store::{
+    CacheError, CachedStore, Database, Flusher, PendingPositions, PgStore, Store, StoreError,
+};
 use crate::world::{Command, Settings, World, WorldHandle};
 
 /// How long shutdown waits for connections to finish their goodbyes.
@@ -46,6 +48,9 @@ pub enum ServerError {
     /// The store failed to open, migrate or load.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The Redis URL is unusable (Redis being down is not an error).
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
     /// The account service could not start.
     #[error("accounts: {0}")]
     Auth(#[from] AuthError),
@@ -95,6 +100,7 @@ impl Server {
         }
         let store = database.store();
         crate::demo::seed_if_empty(store.as_ref()).await?;
+        let store = CachedStore::wrap(store, config.redis_url.as_deref())?;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let auth = Arc::new(Auth::new(&config, Arc::clone(&store), Arc::clone(&bus)).await?);
 

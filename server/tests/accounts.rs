@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_server::auth::refresh::RefreshToken;
 use meridian_server::auth::secret::Secret;
 use meridian_server::auth::token::Tokens;
 use meridian_server::auth::{router, Auth, AuthError};
@@ -133,6 +134,11 @@ impl TestServer {
         .await
     }
 
+    async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post("/api/refresh", json!({ "refresh_token": refresh_token }))
+            .await
+    }
+
     async fn logout(&self, authorization: Option<&str>) -> Reply {
         let mut request = self.http.post(format!("{}/api/logout", self.base));
         if let Some(value) = authorization {
@@ -155,12 +161,24 @@ fn uuid(value: &Value) -> Uuid {
 }
 
 #[tokio::test]
-async fn register_creates_an_account_once() {
+async fn register_creates_an_account_once_and_logs_it_in() {
     let server = TestServer::start().await;
     let reply = server.register("alice", "correct horse").await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let user_id = uuid(&reply.body["user_id"]);
     assert_eq!(user_id.get_version_num(), 7);
+    assert_eq!(reply.body["username"], "alice");
+    let identity = server
+        .auth
+        .authenticate(reply.body["token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, user_id);
+    assert_eq!(identity.session_id, uuid(&reply.body["session_id"]));
+    let refreshed = server
+        .refresh(reply.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
 
     let again = server.register("alice", "another password").await;
     assert_error(&again, StatusCode::CONFLICT, "username_taken");
@@ -304,10 +322,13 @@ async fn attempts_past_the_rate_get_429_with_retry_after() {
         .unwrap();
     assert!((1..=20).contains(&retry_after), "{retry_after}");
 
-    // Malformed attempts count too, and logout is not limited.
+    // Malformed attempts count too, refresh is limited as well, and logout
+    // is not limited.
     let reply = server
         .post_raw("/api/register", Some("application/json"), "{")
         .await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let reply = server.refresh("not-a-refresh-token").await;
     assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let reply = server.logout(None).await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
@@ -428,7 +449,12 @@ async fn tokens_for_dead_or_foreign_sessions_are_refused() {
     };
 
     let live = session(alice, now_ms() + 60_000);
-    server.store.create_session(&live).await.unwrap();
+    let hash = |session: &Session| RefreshToken::generate(session.id).hash;
+    server
+        .store
+        .create_session(&live, &hash(&live))
+        .await
+        .unwrap();
     let identity = server.auth.authenticate(&token_for(alice, live.id)).await;
     assert_eq!(
         identity.unwrap().session_id,
@@ -437,9 +463,17 @@ async fn tokens_for_dead_or_foreign_sessions_are_refused() {
     );
 
     let expired = session(alice, now_ms() - 1);
-    server.store.create_session(&expired).await.unwrap();
+    server
+        .store
+        .create_session(&expired, &hash(&expired))
+        .await
+        .unwrap();
     let bobs = session(bob, now_ms() + 60_000);
-    server.store.create_session(&bobs).await.unwrap();
+    server
+        .store
+        .create_session(&bobs, &hash(&bobs))
+        .await
+        .unwrap();
     for (sub, sid) in [
         (alice, expired.id),
         (alice, bobs.id),
@@ -455,13 +489,14 @@ async fn a_store_outage_is_503_without_database_details() {
     let server = TestServer::start().await;
     server.register("alice", "correct horse").await;
     let login = server.login("alice", "correct horse").await;
-    let token = login.body["token"].as_str().unwrap().to_owned();
+    let (token, refresh) = tokens_of(&login);
     server.sqlite.close().await;
 
     for reply in [
         server.login("alice", "correct horse").await,
         server.register("bob", "battery staple").await,
         server.post("/api/guest", json!({})).await,
+        server.refresh(&refresh).await,
         server.logout(Some(&format!("Bearer {token}"))).await,
     ] {
         assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
@@ -470,4 +505,180 @@ async fn a_store_outage_is_503_without_database_details() {
     }
     let result = server.auth.authenticate(&token).await;
     assert!(matches!(result, Err(AuthError::Store(_))), "{result:?}");
+}
+
+/// The access and refresh tokens of a login or refresh reply.
+fn tokens_of(reply: &Reply) -> (String, String) {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    (
+        reply.body["token"].as_str().unwrap().to_owned(),
+        reply.body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_spent_ones_stop_working() {
+    let server = TestServer::start().await;
+    server.register("alice", "correct horse").await;
+    let login = server.login("alice", "correct horse").await;
+    let session_id = uuid(&login.body["session_id"]);
+    let (_, first) = tokens_of(&login);
+    assert!(first.starts_with(&format!("{session_id}.")), "{first}");
+
+    let reply = server.refresh(&first).await;
+    let (access, second) = tokens_of(&reply);
+    assert_ne!(second, first);
+    assert_eq!(uuid(&reply.body["session_id"]), session_id);
+    assert_eq!(reply.body["username"], "alice");
+    assert!(reply.body["expires_at"].as_i64().unwrap() > now_ms());
+    let identity = server.auth.authenticate(&access).await.unwrap();
+    assert_eq!(identity.session_id, session_id);
+    assert_eq!(identity.roles, vec![Role::Player]);
+
+    // The new one works in turn, once.
+    let (_, third) = tokens_of(&server.refresh(&second).await);
+    assert_ne!(third, second);
+    let (_, fourth) = tokens_of(&server.refresh(&third).await);
+    assert!(server.auth.authenticate(&access).await.is_ok());
+    let reply = server.refresh(&first).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_eq!(
+        reply.headers["www-authenticate"], "Bearer",
+        "spent long ago: refused, and nothing else happens"
+    );
+    assert!(server.auth.authenticate(&access).await.is_ok());
+    tokens_of(&server.refresh(&fourth).await);
+}
+
+#[tokio::test]
+async fn a_spent_refresh_token_used_again_revokes_the_session() {
+    let server = TestServer::start().await;
+    server.register("alice", "correct horse").await;
+    let login = server.login("alice", "correct horse").await;
+    let other = server.login("alice", "correct horse").await;
+    let session_id = uuid(&login.body["session_id"]);
+    let (first_access, first) = tokens_of(&login);
+    let (access, second) = tokens_of(&server.refresh(&first).await);
+    let mut control = server.bus.subscribe_control();
+
+    // Whoever comes second with `first`, thief or owner, ends the session.
+    let reply = server.refresh(&first).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    let event = tokio::time::timeout(Duration::from_secs(5), control.recv())
+        .await
+        .expect("a control event, as on logout")
+        .unwrap();
+    assert_eq!(event, ControlEvent::SessionRevoked { session_id });
+    for token in [&first_access, &access] {
+        assert!(matches!(
+            server.auth.authenticate(token).await,
+            Err(AuthError::InvalidToken)
+        ));
+    }
+    let reply = server.refresh(&second).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert!(
+        server
+            .store
+            .session(session_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    // The account's other sessions are untouched.
+    let (other_access, other_refresh) = tokens_of(&other);
+    assert!(server.auth.authenticate(&other_access).await.is_ok());
+    tokens_of(&server.refresh(&other_refresh).await);
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_with_one_token_have_one_winner() {
+    let server = TestServer::start().await;
+    let guest = server.post("/api/guest", json!({})).await;
+    let session_id = uuid(&guest.body["session_id"]);
+    let (_, token) = tokens_of(&guest);
+    let replies = futures_util::future::join_all((0..8).map(|_| server.refresh(&token))).await;
+    let won: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one refresh spends the token");
+    for reply in replies.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    // The losers presented a token that was spent by then, which is what a
+    // stolen copy looks like: the session is over, so a client must never
+    // refresh twice with one token.
+    assert!(
+        server
+            .store
+            .session(session_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let (_, next) = tokens_of(won[0]);
+    let reply = server.refresh(&next).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_guessed_refresh_tokens_are_refused_harmlessly() {
+    let server = TestServer::start().await;
+    let guest = server.post("/api/guest", json!({})).await;
+    let session_id = uuid(&guest.body["session_id"]);
+    let (access, token) = tokens_of(&guest);
+    let guessed = RefreshToken::generate(session_id).token;
+    let unknown = RefreshToken::generate(Uuid::now_v7()).token;
+    for bad in [
+        "",
+        "garbage",
+        &access,
+        &format!("{session_id}."),
+        &format!("{session_id}.{}", &token[37..70]),
+        &unknown,
+        &guessed,
+    ] {
+        let reply = server.refresh(bad).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let reply = server
+        .post_raw("/api/refresh", Some("application/json"), "{}")
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_json");
+
+    // Knowing a session's id is not enough to end it.
+    assert!(server.auth.authenticate(&access).await.is_ok());
+    tokens_of(&server.refresh(&token).await);
+}
+
+#[tokio::test]
+async fn logged_out_or_expired_sessions_cannot_refresh() {
+    let server = TestServer::start().await;
+    let guest = server.post("/api/guest", json!({})).await;
+    let (access, token) = tokens_of(&guest);
+    let reply = server.logout(Some(&format!("Bearer {access}"))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    let reply = server.refresh(&token).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+
+    let user_id = uuid(&guest.body["user_id"]);
+    let expired = Session {
+        id: Uuid::now_v7(),
+        user_id,
+        created_at_ms: now_ms() - 10_000,
+        expires_at_ms: now_ms() - 1,
+        revoked: false,
+    };
+    let refresh = RefreshToken::generate(expired.id);
+    server
+        .store
+        .create_session(&expired, &refresh.hash)
+        .await
+        .unwrap();
+    let reply = server.refresh(&refresh.token).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
 }

@@ -4,16 +4,22 @@
 //! migrations, cascades) and the demo world seeding.
 //!
 //! The checks share one store and never assume it is empty: every name and id
-//! they create is fresh.
+//! they create is fresh. `CachedStore` (Redis in front of a store) runs the
+//! same suite, with Redis up and with Redis down.
+
+mod util;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use meridian_protocol::{AreaKind, LonLat};
 use meridian_server::demo;
 use meridian_server::store::{
-    now_ms, Area, Bounds, MovementMode, Role, Session, SqliteStore, Store, StoreError,
-    StoredPosition, User, WorldDef, WorldObject,
+    now_ms, Area, Bounds, CachedStore, MovementMode, Profile, RedisCache, Role, Rotation, Session,
+    SqliteStore, Store, StoreError, StoredPosition, User, WorldDef, WorldObject,
 };
+use sha2::{Digest, Sha256};
+use util::redis::RedisServer;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
@@ -25,7 +31,10 @@ async fn run_contract(store: &dyn Store) {
     store.ping().await.expect("ping");
     users_round_trip_with_roles(store).await;
     taken_username_or_device_is_a_conflict(store).await;
+    profiles_are_accounts_without_secrets(store).await;
     sessions_can_be_revoked_once(store).await;
+    refresh_hashes_rotate_once(store).await;
+    concurrent_rotations_have_one_winner(store).await;
     epochs_increase_per_user(store).await;
     worlds_round_trip_and_names_are_unique(store).await;
     areas_round_trip_replace_and_delete(store).await;
@@ -49,6 +58,22 @@ fn new_user(roles: Vec<Role>) -> User {
         device_hash: None,
         roles,
         created_at_ms: now_ms(),
+    }
+}
+
+/// A refresh hash as the server makes them: SHA-256 hex of a fresh secret.
+fn refresh_hash() -> String {
+    hex::encode(Sha256::digest(Uuid::new_v4().as_bytes()))
+}
+
+fn new_session(user: &User, expires_in_ms: i64) -> Session {
+    let now = now_ms();
+    Session {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        created_at_ms: now,
+        expires_at_ms: now + expires_in_ms,
+        revoked: false,
     }
 }
 
@@ -189,7 +214,10 @@ async fn sessions_can_be_revoked_once(store: &dyn Store) {
         expires_at_ms: now + 3_600_000,
         revoked: false,
     };
-    store.create_session(&session).await.unwrap();
+    store
+        .create_session(&session, &refresh_hash())
+        .await
+        .unwrap();
     assert_eq!(
         store.session(session.id).await.unwrap(),
         Some(session.clone())
@@ -218,10 +246,129 @@ async fn sessions_can_be_revoked_once(store: &dyn Store) {
         expires_at_ms: now - 1,
         ..session
     };
-    store.create_session(&expired).await.unwrap();
+    store
+        .create_session(&expired, &refresh_hash())
+        .await
+        .unwrap();
     assert!(
         !store.revoke_session(expired.id).await.unwrap(),
         "expired, not live"
+    );
+}
+
+async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
+    let admin = new_user(vec![Role::Admin]);
+    store.create_user(&admin).await.unwrap();
+    let expected = Profile {
+        id: admin.id,
+        username: admin.username.clone(),
+        roles: vec![Role::Player, Role::Admin],
+    };
+    assert_eq!(
+        store.profile(admin.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.profile(admin.id).await.unwrap(),
+        Some(expected),
+        "the same when asked again"
+    );
+    assert_eq!(store.profile(Uuid::now_v7()).await.unwrap(), None);
+}
+
+async fn refresh_hashes_rotate_once(store: &dyn Store) {
+    let user = created_user(store).await;
+    let session = new_session(&user, 3_600_000);
+    let first = refresh_hash();
+    store.create_session(&session, &first).await.unwrap();
+    let rotate = |old: &str, new: &str| {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        async move { store.rotate_refresh(session.id, &old, &new).await.unwrap() }
+    };
+    let rotated = Rotation::Rotated { user_id: user.id };
+
+    let second = refresh_hash();
+    assert_eq!(rotate(&first, &second).await, rotated);
+    assert_eq!(
+        rotate(&first, &refresh_hash()).await,
+        Rotation::Reused,
+        "the replaced hash, presented again"
+    );
+    let third = refresh_hash();
+    assert_eq!(
+        rotate(&second, &third).await,
+        rotated,
+        "a reuse changes nothing: the current hash still works"
+    );
+    assert_eq!(rotate(&second, &refresh_hash()).await, Rotation::Reused);
+    assert_eq!(
+        rotate(&first, &refresh_hash()).await,
+        Rotation::Refused,
+        "only the last replaced hash is known"
+    );
+    assert_eq!(
+        rotate(&refresh_hash(), &refresh_hash()).await,
+        Rotation::Refused,
+        "a secret the session never had"
+    );
+    assert!(
+        !store.session(session.id).await.unwrap().unwrap().revoked,
+        "the store never revokes by itself"
+    );
+
+    // Only live sessions rotate.
+    assert!(store.revoke_session(session.id).await.unwrap());
+    assert_eq!(rotate(&third, &refresh_hash()).await, Rotation::Refused);
+    assert_eq!(rotate(&second, &refresh_hash()).await, Rotation::Refused);
+    let expired = new_session(&user, -1);
+    let hash = refresh_hash();
+    store.create_session(&expired, &hash).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh(expired.id, &hash, &refresh_hash())
+            .await
+            .unwrap(),
+        Rotation::Refused
+    );
+    assert_eq!(
+        store
+            .rotate_refresh(Uuid::now_v7(), &hash, &refresh_hash())
+            .await
+            .unwrap(),
+        Rotation::Refused,
+        "no such session"
+    );
+}
+
+async fn concurrent_rotations_have_one_winner(store: &dyn Store) {
+    let user = created_user(store).await;
+    let session = new_session(&user, 3_600_000);
+    let first = refresh_hash();
+    store.create_session(&session, &first).await.unwrap();
+    let next: Vec<String> = (0..16).map(|_| refresh_hash()).collect();
+    let outcomes = futures_util::future::join_all(
+        next.iter()
+            .map(|new| store.rotate_refresh(session.id, &first, new)),
+    )
+    .await;
+    let outcomes: Vec<Rotation> = outcomes.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| matches!(outcomes[i], Rotation::Rotated { .. }))
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Rotation::Rotated { .. } | Rotation::Reused)),
+        "the others presented a replaced hash: {outcomes:?}"
+    );
+    // The winner's hash is the session's hash now.
+    assert_eq!(
+        store
+            .rotate_refresh(session.id, &next[winners[0]], &refresh_hash())
+            .await
+            .unwrap(),
+        Rotation::Rotated { user_id: user.id }
     );
 }
 
@@ -568,7 +715,10 @@ async fn deleting_an_account_deletes_its_positions_and_sessions() {
         expires_at_ms: now_ms() + 1000,
         revoked: false,
     };
-    store.create_session(&session).await.unwrap();
+    store
+        .create_session(&session, &refresh_hash())
+        .await
+        .unwrap();
     store.next_epoch(user.id).await.unwrap();
 
     sqlx::query("DELETE FROM users WHERE id = ?1")
@@ -614,6 +764,32 @@ async fn an_unopenable_path_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Redis in front of SQLite.
+// ---------------------------------------------------------------------------
+
+async fn cached(dir: &Path, url: &str) -> CachedStore {
+    let inner: Arc<dyn Store> = Arc::new(open_migrated(&dir.join("meridian.db")).await);
+    CachedStore::new(inner, RedisCache::open(url).unwrap())
+}
+
+#[tokio::test]
+async fn a_cached_store_meets_the_contract() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = cached(dir.path(), &redis.url()).await;
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn a_cached_store_with_redis_down_meets_the_contract() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let store = cached(dir.path(), &redis.url()).await;
+    run_contract(&store).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -663,8 +839,6 @@ async fn the_demo_world_is_not_seeded_beside_another_world() {
 // PostgreSQL + PostGIS (the throwaway server of scripts/test).
 // ---------------------------------------------------------------------------
 
-mod util;
-
 use meridian_server::config::DbPool;
 use meridian_server::store::PgStore;
 use util::pg::TestDatabase;
@@ -682,6 +856,15 @@ async fn postgres_store_meets_the_contract() {
     let db = TestDatabase::create().await;
     let store = pg_store(&db).await;
     store.migrate().await.expect("migrating twice is a no-op");
+    run_contract(&store).await;
+}
+
+#[tokio::test]
+async fn a_cached_postgres_store_meets_the_contract() {
+    let db = TestDatabase::create().await;
+    let redis = RedisServer::start();
+    let inner: Arc<dyn Store> = Arc::new(pg_store(&db).await);
+    let store = CachedStore::new(inner, RedisCache::open(&redis.url()).unwrap());
     run_contract(&store).await;
 }
 
@@ -829,7 +1012,10 @@ async fn postgres_deleting_an_account_deletes_its_positions_and_sessions() {
         expires_at_ms: now + 60_000,
         revoked: false,
     };
-    store.create_session(&session).await.unwrap();
+    store
+        .create_session(&session, &refresh_hash())
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user.id)
         .execute(store.pool())

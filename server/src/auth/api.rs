@@ -1,6 +1,6 @@
 //! The account endpoints of the game port (`/api/register`, `/api/login`,
-//! `/api/guest`, `/api/logout`): JSON in and out, and the mapping of every
-//! failure to a status and a stable error code.
+//! `/api/guest`, `/api/refresh`, `/api/logout`): JSON in and out, and the
+//! mapping of every failure to a status and a stable error code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,16 +32,18 @@ const MAX_BODY_BYTES: usize = 4096;
 /// 2^32 names is rare; three in a row means something else is wrong).
 const GUEST_NAME_ATTEMPTS: usize = 3;
 
-/// The `/api/register`, `/api/login`, `/api/guest` and `/api/logout` routes.
-/// Needs `ConnectInfo<SocketAddr>` (per-address rate limits): serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
+/// The `/api/register`, `/api/login`, `/api/guest`, `/api/refresh` and
+/// `/api/logout` routes. Needs `ConnectInfo<SocketAddr>` (per-address rate
+/// limits): serve with `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router(auth: Arc<Auth>) -> Router {
-    // Only the endpoints that create sessions are rate-limited; the limit runs
-    // before the body is read, so malformed attempts count too.
+    // The endpoints that hand out tokens are rate-limited (refresh too, so
+    // refresh secrets cannot be guessed quickly); the limit runs before the
+    // body is read, so malformed attempts count too.
     let limited = Router::new()
         .route("/api/register", post(register))
         .route("/api/login", post(login))
         .route("/api/guest", post(guest))
+        .route("/api/refresh", post(refresh))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&auth),
             rate_limit,
@@ -233,14 +235,17 @@ struct GuestRequest {
     device_id: Option<String>,
 }
 
-#[derive(Serialize)]
-struct RegisterResponse {
-    user_id: Uuid,
+/// The body of `/api/refresh`. No `Debug`: it holds a secret.
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
 }
 
 #[derive(Serialize)]
 struct LoginResponse {
     token: String,
+    /// Spent by `/api/refresh` for the next pair.
+    refresh_token: String,
     user_id: Uuid,
     session_id: Uuid,
     username: String,
@@ -252,6 +257,7 @@ impl From<Grant> for LoginResponse {
     fn from(grant: Grant) -> Self {
         Self {
             token: grant.token,
+            refresh_token: grant.refresh_token,
             user_id: grant.user_id,
             session_id: grant.session_id,
             username: grant.username,
@@ -279,11 +285,13 @@ async fn rate_limit(
     Ok(next.run(request).await)
 }
 
-/// `POST /api/register {"username","password"}` → 201 `{"user_id"}`.
+/// `POST /api/register {"username","password"}` → 201 with a token, as login:
+/// the new account is logged in, which spares the client a second password
+/// check.
 async fn register(
     State(auth): State<Arc<Auth>>,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password, &body.username)?;
     let password_hash = auth.hasher.hash(body.password).await?;
@@ -296,11 +304,9 @@ async fn register(
         created_at_ms: now_ms(),
     };
     auth.store.create_user(&user).await?;
-    tracing::info!(user_id = %user.id, "account registered");
-    Ok((
-        StatusCode::CREATED,
-        Json(RegisterResponse { user_id: user.id }),
-    ))
+    let grant = auth.open_session(&user).await?;
+    tracing::info!(user_id = %user.id, session_id = %grant.session_id, "account registered");
+    Ok((StatusCode::CREATED, Json(grant.into())))
 }
 
 /// `POST /api/login {"username","password"}` → 200 with a token.
@@ -389,6 +395,16 @@ async fn create_guest(auth: &Auth, device_hash: &str) -> Result<User, ApiError> 
     Err(ApiError::Internal(
         "no free guest username after several attempts".into(),
     ))
+}
+
+/// `POST /api/refresh {"refresh_token"}` → 200 with new tokens, as login.
+async fn refresh(
+    State(auth): State<Arc<Auth>>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let grant = auth.refresh(&body.refresh_token).await?;
+    tracing::debug!(user_id = %grant.user_id, session_id = %grant.session_id, "tokens refreshed");
+    Ok(Json(grant.into()))
 }
 
 /// `POST /api/logout` with `Authorization: Bearer <token>` → 204.

@@ -2,13 +2,16 @@
 //! account endpoints of the game port.
 //!
 //! An access token is a short-lived HS256 JWT naming a session; the session row
-//! in the store is what logout revokes, so `Auth::authenticate` checks both.
+//! in the store is what logout revokes, so `Auth::authenticate` checks both. A
+//! refresh token, spent and replaced on every use, gets new access tokens for
+//! the session's lifetime.
 
 mod api;
 mod bots;
 pub mod input;
 pub mod limiter;
 pub mod password;
+pub mod refresh;
 pub mod secret;
 pub mod token;
 
@@ -25,6 +28,7 @@ use crate::config::Config;
 use crate::store::{now_ms, Role, Session, Store, User};
 use limiter::Limiter;
 use password::Hasher;
+use refresh::RefreshToken;
 use token::Tokens;
 
 /// How long a session lives after login. Access tokens are much shorter-lived;
@@ -62,11 +66,14 @@ pub enum AuthError {
     Secret(String),
 }
 
-/// A freshly opened session and its first access token.
-#[derive(Debug, Clone)]
+/// A session's new access and refresh tokens, from login or refresh. No
+/// `Debug`: it holds both.
+#[derive(Clone)]
 pub struct Grant {
     /// The signed access token.
     pub token: String,
+    /// The refresh token that gets the next pair, once.
+    pub refresh_token: String,
     /// The session it names.
     pub session_id: Uuid,
     /// The account.
@@ -151,7 +158,7 @@ impl Auth {
         })
     }
 
-    /// Open a session for `user` and issue its first access token.
+    /// Open a session for `user` and issue its first access and refresh tokens.
     ///
     /// # Errors
     /// `AuthError::Store` if the session cannot be recorded; `AuthError::Secret`
@@ -165,19 +172,37 @@ impl Auth {
             expires_at_ms: now.saturating_add(SESSION_TTL.as_millis() as i64),
             revoked: false,
         };
-        self.store.create_session(&session).await?;
-        let claims = self
-            .tokens
-            .claims(user.id, session.id, &user.username, &user.roles);
+        let refresh = RefreshToken::generate(session.id);
+        self.store.create_session(&session, &refresh.hash).await?;
+        self.grant(
+            session.id,
+            user.id,
+            &user.username,
+            &user.roles,
+            refresh.token,
+        )
+    }
+
+    /// Sign an access token for a session and bundle it with its refresh token.
+    fn grant(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        username: &str,
+        roles: &[Role],
+        refresh_token: String,
+    ) -> Result<Grant, AuthError> {
+        let claims = self.tokens.claims(user_id, session_id, username, roles);
         let token = self
             .tokens
             .sign(&claims)
             .map_err(|e| AuthError::Secret(e.to_string()))?;
         Ok(Grant {
             token,
-            session_id: session.id,
-            user_id: user.id,
-            username: user.username.clone(),
+            refresh_token,
+            session_id,
+            user_id,
+            username: username.to_owned(),
             expires_at_ms: claims.expires_at_ms(),
         })
     }

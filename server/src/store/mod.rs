@@ -3,12 +3,16 @@
 //!
 //! All game-time spatial logic lives in Rust (the `world` module), so the store
 //! only loads and saves: the embedded SQLite implementation and the PostGIS one
-//! answer the same calls and pass the same contract tests.
+//! answer the same calls and pass the same contract tests. With Redis,
+//! `CachedStore` wraps either of them and answers session and profile reads
+//! from Redis.
 
+pub mod cached;
 pub mod database;
 pub mod flusher;
 pub mod pending;
 pub mod postgres;
+pub mod redis_cache;
 mod sql;
 pub mod sqlite;
 
@@ -17,10 +21,12 @@ use meridian_protocol::{AreaKind, LonLat};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use cached::CachedStore;
 pub use database::Database;
 pub use flusher::Flusher;
 pub use pending::PendingPositions;
 pub use postgres::PgStore;
+pub use redis_cache::{CacheError, RedisCache};
 pub use sqlite::SqliteStore;
 
 /// Why a store call failed. Callers map these to client-facing errors; the text
@@ -89,7 +95,31 @@ pub struct User {
     pub created_at_ms: i64,
 }
 
-/// A login session: what an access token names, revocable by logout.
+/// What other players and the token signer need of an account: no secrets, so
+/// it may be cached outside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The account.
+    pub id: Uuid,
+    /// Its username.
+    pub username: String,
+    /// Its roles.
+    pub roles: Vec<Role>,
+}
+
+impl From<User> for Profile {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            roles: user.roles,
+        }
+    }
+}
+
+/// A login session: what an access token names, revocable by logout. Its
+/// refresh-token hash is not part of it: it is only ever compared inside the
+/// store, by [`Store::rotate_refresh`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// UUIDv7 key, the `sid` claim of access tokens.
@@ -102,6 +132,24 @@ pub struct Session {
     pub expires_at_ms: i64,
     /// Set by logout.
     pub revoked: bool,
+}
+
+/// What [`Store::rotate_refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented hash was the session's current one, and the new hash has
+    /// replaced it. No other call presenting the same hash can get this.
+    Rotated {
+        /// The session's account.
+        user_id: Uuid,
+    },
+    /// The presented hash is the one the last rotation replaced: a refresh
+    /// token that was already used is being used again, so a copy of it is in
+    /// someone else's hands. Nothing was changed; the caller revokes.
+    Reused,
+    /// Neither: no such session, not live (revoked or expired), or a secret it
+    /// never had. Nothing was changed.
+    Refused,
 }
 
 /// How a world judges movement.
@@ -281,11 +329,37 @@ pub trait Store: Send + Sync + 'static {
     /// `StoreError::Unavailable` on database failure.
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError>;
 
-    /// Record a new session.
+    /// An account's profile (name and roles, no secrets). The same as
+    /// `user_by_id`, which is what databases answer it with; a cache in front
+    /// of the store answers it without the database.
     ///
     /// # Errors
     /// `StoreError::Unavailable` on database failure.
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    async fn profile(&self, id: Uuid) -> Result<Option<Profile>, StoreError> {
+        Ok(self.user_by_id(id).await?.map(Profile::from))
+    }
+
+    /// Record a new session with the hash (SHA-256, hex) of its first refresh
+    /// secret.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn create_session(&self, session: &Session, refresh_hash: &str)
+        -> Result<(), StoreError>;
+
+    /// Replace a live session's refresh hash `old_hash` by `new_hash`, in one
+    /// conditional write, so that of several calls presenting the same hash at
+    /// once exactly one gets `Rotated`. Otherwise say whether `old_hash` is the
+    /// one the last rotation replaced (`Reused`) or not (`Refused`).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn rotate_refresh(
+        &self,
+        session_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<Rotation, StoreError>;
 
     /// Find a session by id.
     ///

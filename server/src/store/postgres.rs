@@ -235,21 +235,67 @@ impl Store for PgStore {
         self.load_user("id", Key::Id(id)).await
     }
 
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, updated_at, expires_at, revoked) \
+            "INSERT INTO sessions (id, user_id, created_at, updated_at, expires_at, revoked, \
+                                   refresh_hash) \
              VALUES ($1, $2, to_timestamp($3::float8 / 1000), to_timestamp($3::float8 / 1000), \
-                     to_timestamp($4::float8 / 1000), $5)",
+                     to_timestamp($4::float8 / 1000), $5, $6)",
         )
         .bind(session.id)
         .bind(session.user_id)
         .bind(session.created_at_ms)
         .bind(session.expires_at_ms)
         .bind(session.revoked)
+        .bind(refresh_hash)
         .execute(&self.pool)
         .await
         .map(|_| ())
         .map_err(db_error)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<Rotation, StoreError> {
+        // The condition on the current hash makes this the only place a refresh
+        // token is spent: a concurrent UPDATE of the same row waits for this
+        // one's row lock, then re-checks the condition (READ COMMITTED), finds
+        // the hash replaced and changes nothing.
+        let user_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE sessions SET previous_refresh_hash = refresh_hash, refresh_hash = $3 \
+             WHERE id = $1 AND refresh_hash = $2 AND NOT revoked AND expires_at > now() \
+             RETURNING user_id",
+        )
+        .bind(session_id)
+        .bind(old_hash)
+        .bind(new_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if let Some(user_id) = user_id {
+            return Ok(Rotation::Rotated { user_id });
+        }
+        let reused: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM sessions \
+             WHERE id = $1 AND previous_refresh_hash = $2 AND NOT revoked AND expires_at > now()",
+        )
+        .bind(session_id)
+        .bind(old_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(if reused.is_some() {
+            Rotation::Reused
+        } else {
+            Rotation::Refused
+        })
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {

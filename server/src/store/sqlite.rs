@@ -209,20 +209,69 @@ impl Store for SqliteStore {
         self.load_user("id", &id.hyphenated().to_string()).await
     }
 
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at_ms, expires_at_ms, revoked) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO sessions (id, user_id, created_at_ms, expires_at_ms, revoked, refresh_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(session.id.hyphenated())
         .bind(session.user_id.hyphenated())
         .bind(session.created_at_ms)
         .bind(session.expires_at_ms)
         .bind(session.revoked)
+        .bind(refresh_hash)
         .execute(&self.pool)
         .await
         .map(|_| ())
         .map_err(db_error)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<Rotation, StoreError> {
+        let now = now_ms();
+        // The condition on the current hash makes this the only place a refresh
+        // token is spent: SQLite runs one writer at a time, so of two calls with
+        // the same hash the second finds it replaced and changes nothing.
+        let user_id: Option<Hyphenated> = sqlx::query_scalar(
+            "UPDATE sessions SET previous_refresh_hash = refresh_hash, refresh_hash = ?3 \
+             WHERE id = ?1 AND refresh_hash = ?2 AND revoked = 0 AND expires_at_ms > ?4 \
+             RETURNING user_id",
+        )
+        .bind(session_id.hyphenated())
+        .bind(old_hash)
+        .bind(new_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if let Some(user_id) = user_id {
+            return Ok(Rotation::Rotated {
+                user_id: user_id.into_uuid(),
+            });
+        }
+        let reused: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sessions \
+             WHERE id = ?1 AND previous_refresh_hash = ?2 AND revoked = 0 AND expires_at_ms > ?3",
+        )
+        .bind(session_id.hyphenated())
+        .bind(old_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(if reused.is_some() {
+            Rotation::Reused
+        } else {
+            Rotation::Refused
+        })
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {

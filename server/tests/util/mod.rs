@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: a real shard on port 0 with test
-//! worlds, account calls over HTTP, and a WebSocket game client.
+//! worlds, account calls over HTTP, a WebSocket game client, and private
+//! PostgreSQL and Redis servers.
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
