@@ -1,9 +1,12 @@
 //! The closed set of requests other tasks make of the tick.
 
+use std::sync::Arc;
+
 use meridian_protocol::LonLat;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::ghost::RemotePlayer;
 use super::link::ConnLink;
 use crate::bus::ControlEvent;
 use crate::store::{Area, StoredPosition};
@@ -50,6 +53,13 @@ pub enum Command {
     Control(ControlEvent),
     /// The world's areas changed: use these from now on.
     ReplaceAreas(Vec<Area>),
+    /// Players of another shard, as it published them: shown here as ghosts.
+    Ghosts {
+        /// The shard they are on.
+        shard: Arc<str>,
+        /// Their states.
+        players: Vec<RemotePlayer>,
+    },
 }
 
 /// Player input the tick validates.

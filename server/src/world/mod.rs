@@ -8,6 +8,7 @@
 pub mod areas;
 pub mod command;
 pub mod geodesy;
+pub mod ghost;
 pub mod grid;
 pub mod interest;
 pub mod link;
@@ -18,6 +19,7 @@ mod spawn;
 mod tick;
 
 pub use command::{Command, Input, JoinError, JoinRequest, Joined};
+pub use ghost::{LocalChanges, RemotePlayer, GHOST_TTL};
 pub use link::{ConnLink, Outgoing, Signals};
 pub use snapshot::Snapshot;
 pub use tick::{Settings, World, WorldHandle};

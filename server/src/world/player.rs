@@ -8,6 +8,7 @@ use meridian_protocol::{CorrectionReason, EntityState, LonLat, WireState};
 use uuid::Uuid;
 
 use super::command::Input;
+use super::ghost::Ghost;
 use super::link::ConnLink;
 use super::movement::Budget;
 
@@ -77,4 +78,9 @@ pub struct Player {
     pub wire: WireState,
     /// The tick in which `state` last changed.
     pub changed_tick: u64,
+    /// Set for a player of another shard (see `ghost`); `None` for a local one.
+    pub ghost: Option<Ghost>,
+    /// The tick in which this local player was last published to the other
+    /// shards.
+    pub published_tick: u64,
 }

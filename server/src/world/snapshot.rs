@@ -134,6 +134,8 @@ pub struct Snapshot {
     pub overruns: u64,
     /// Tick duration percentiles.
     pub stats: TickStats,
+    /// How many of the entities are ghosts (players of other shards).
+    pub ghosts: usize,
 }
 
 impl Snapshot {
@@ -154,9 +156,9 @@ impl Snapshot {
             .filter(|h| h.id == id)
     }
 
-    /// How many entities there are.
+    /// How many of this shard's players there are (ghosts excluded).
     #[must_use]
     pub fn population(&self) -> usize {
-        self.grid.len()
+        self.grid.len() - self.ghosts
     }
 }

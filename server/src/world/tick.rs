@@ -12,6 +12,7 @@ use meridian_protocol::{
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use super::areas::AreaIndex;
 use super::command::{Command, Input, JoinError, JoinRequest, Joined};
 use super::geodesy::{distance_m, to_ecef};
+use super::ghost::{Ghost, LocalChanges, RemotePlayer};
 use super::grid::Grid;
 use super::interest::View;
 use super::link::ConnLink;
@@ -37,6 +39,10 @@ pub const COMMAND_CAPACITY: usize = 65_536;
 
 /// After this long without moving, a player's speed reads zero.
 const STOPPED_AFTER: Duration = Duration::from_millis(300);
+
+/// Batches of local changes queued for the other shards before the tick drops
+/// them (counted); the next republish, within a second, heals the loss.
+pub const SHARE_CAPACITY: usize = 64;
 
 /// How long clients are asked to wait before reconnecting after a shutdown.
 const SHUTDOWN_RETRY_MS: u32 = 5_000;
@@ -118,6 +124,12 @@ pub struct World {
     stats: TickStats,
     pending: Arc<PendingPositions>,
     publisher: watch::Sender<Arc<Snapshot>>,
+    /// Where local players' changes go for the other shards, if there are any.
+    share: Option<mpsc::Sender<LocalChanges>>,
+    /// Batches of local changes dropped because the sharing task was behind.
+    share_drops: u64,
+    /// Ghosts among the players.
+    ghosts: usize,
     rng: SmallRng,
 }
 
@@ -155,8 +167,21 @@ impl World {
             stats: TickStats::default(),
             pending,
             publisher: watch::channel(Arc::new(Snapshot::default())).0,
+            share: None,
+            share_drops: 0,
+            ghosts: 0,
             rng: SmallRng::from_os_rng(),
         }
+    }
+
+    /// Publish local players' changes for the other shards: every tick, the
+    /// players that changed, and each of the others at least once a second.
+    /// Returns the receiving end for the shard-sync task.
+    #[must_use]
+    pub fn share(&mut self) -> mpsc::Receiver<LocalChanges> {
+        let (sender, receiver) = mpsc::channel(SHARE_CAPACITY);
+        self.share = Some(sender);
+        receiver
     }
 
     /// Start the tick task. It runs until `shutdown` is cancelled, then kicks
@@ -210,8 +235,10 @@ impl World {
     /// 1. commands: joins, resumes, disconnects, control events; inputs queued per player.
     /// 2. movement: each player's queued moves validated in order (at most
     ///    `MOVES_PER_TICK`), corrections and area events sent, speed updated.
-    /// 3. sessions: dropped players past the resume grace period removed.
-    /// 4. publish: the snapshot (entities, grid, timings) built and published.
+    /// 3. sessions: dropped players past the resume grace period, and ghosts
+    ///    past their TTL, removed.
+    /// 4. publish: the snapshot (entities, grid, timings) built and published;
+    ///    local players' changes handed to the shard-sync task, if any.
     /// 5. persist: moved players' positions handed to the flusher.
     pub fn tick(&mut self, now: Instant, commands: Vec<Command>) {
         self.tick += 1;
@@ -225,6 +252,7 @@ impl World {
         self.expire_sessions(now);
         let t3 = Instant::now();
         self.publish();
+        self.share_changes();
         let t4 = Instant::now();
         self.persist();
         let t5 = Instant::now();
@@ -303,7 +331,82 @@ impl World {
             }
             Command::Control(event) => self.control(event),
             Command::ReplaceAreas(areas) => self.replace_areas(&areas),
+            Command::Ghosts { shard, players } => {
+                for remote in players {
+                    self.ghost(&shard, remote, now);
+                }
+            }
         }
+    }
+
+    /// Show (or move) a player of another shard. News older than what is held
+    /// is ignored, and so is news of a player who is local here.
+    fn ghost(&mut self, shard: &Arc<str>, remote: RemotePlayer, now: Instant) {
+        if let Some(&slot) = self.by_user.get(&remote.user_id) {
+            let tick = self.tick;
+            let player = self.slots[slot as usize]
+                .as_mut()
+                .expect("indexed slot is occupied");
+            let Some(ghost) = player.ghost.as_mut() else {
+                return;
+            };
+            if (remote.epoch, remote.seq) < (player.epoch, player.position_seq) {
+                return;
+            }
+            ghost.last_seen = now;
+            ghost.shard = Arc::clone(shard);
+            player.epoch = remote.epoch;
+            player.position_seq = remote.seq;
+            player.position = remote.position;
+            player.ecef = to_ecef(remote.position);
+            player.heading = remote.heading;
+            player.speed_mps = remote.speed_mps;
+            let state = EntityState::quantize(
+                player.entity,
+                player.position,
+                player.heading,
+                player.speed_mps,
+            );
+            if state != player.state {
+                player.state = state;
+                player.wire = WireState::encode(&state);
+                player.changed_tick = tick;
+            }
+            return;
+        }
+        let Some(slot) = self.free_slot() else {
+            return;
+        };
+        let player = self.new_player(
+            slot,
+            remote.user_id,
+            Uuid::nil(),
+            remote.name,
+            remote.epoch,
+            remote.position,
+            now,
+        );
+        self.slots[slot as usize] = Some(Player {
+            position_seq: remote.seq,
+            heading: remote.heading,
+            speed_mps: remote.speed_mps,
+            dirty: false,
+            ghost: Some(Ghost {
+                shard: Arc::clone(shard),
+                last_seen: now,
+            }),
+            ..player
+        });
+        let player = self.slots[slot as usize].as_mut().expect("just placed");
+        player.state = EntityState::quantize(
+            player.entity,
+            player.position,
+            player.heading,
+            player.speed_mps,
+        );
+        player.wire = WireState::encode(&player.state);
+        self.by_user.insert(remote.user_id, slot);
+        self.ghosts += 1;
     }
 
     fn join(&mut self, request: JoinRequest, now: Instant) -> Result<Joined, JoinError> {
@@ -324,6 +427,15 @@ impl World {
             if let Some(old) = player.link.take() {
                 kick(&old, KickReason::LoggedInElsewhere);
             }
+            if player.ghost.take().is_some() {
+                // The player moved here from another shard: it goes on from
+                // where that shard last showed it (fresher than the store), and
+                // nobody here sees it leave and come back.
+                self.ghosts -= 1;
+                player.budget = Budget::full(self.rules.speed_mps, now);
+                player.position_seq = 0;
+                player.dirty = true;
+            }
             player.session_id = session_id;
             player.epoch = player.epoch.max(epoch);
             player.last_seq = 0;
@@ -336,19 +448,49 @@ impl World {
             .as_ref()
             .and_then(|s| spawn::restore(s, &self.def, &self.areas))
             .unwrap_or_else(|| spawn::spawn_point(&self.def, &self.areas, &mut self.rng));
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
+        let slot = self.free_slot().ok_or(JoinError::Full)?;
+        let player = self.new_player(slot, user_id, session_id, name, epoch, position, now);
+        self.slots[slot as usize] = Some(Player {
+            // Continue the stored sequence within the same epoch (never the
+            // case after a fresh login, which takes a new epoch, but harmless).
+            position_seq: stored.filter(|s| s.epoch == epoch).map_or(0, |s| s.seq),
+            ..player
+        });
+        self.by_user.insert(user_id, slot);
+        let joined = self.attach(slot, link);
+        self.update_areas(slot);
+        Ok(joined)
+    }
+
+    /// A free slot, reusing freed ones first; `None` when the world is full.
+    fn free_slot(&mut self) -> Option<u32> {
+        match self.free.pop() {
+            Some(slot) => Some(slot),
             None if self.slots.len() < SLOT_MASK as usize => {
                 self.slots.push(None);
                 self.generations.push(0);
-                (self.slots.len() - 1) as u32
+                Some((self.slots.len() - 1) as u32)
             }
-            None => return Err(JoinError::Full),
-        };
+            None => None,
+        }
+    }
+
+    /// A player standing still at `position` in `slot`, not yet placed.
+    #[allow(clippy::too_many_arguments)]
+    fn new_player(
+        &mut self,
+        slot: u32,
+        user_id: Uuid,
+        session_id: Uuid,
+        name: String,
+        epoch: u64,
+        position: meridian_protocol::LonLat,
+        now: Instant,
+    ) -> Player {
         let entity = (self.generations[slot as usize] << SLOT_BITS) | slot;
         let state = EntityState::quantize(entity, position, 0.0, 0.0);
         self.roster_changed = true;
-        self.slots[slot as usize] = Some(Player {
+        Player {
             entity,
             user_id,
             session_id,
@@ -372,18 +514,14 @@ impl World {
             inside: Vec::new(),
             area_events: 0,
             epoch,
-            // Continue the stored sequence within the same epoch (never the
-            // case after a fresh login, which takes a new epoch, but harmless).
-            position_seq: stored.filter(|s| s.epoch == epoch).map_or(0, |s| s.seq),
+            position_seq: 0,
             dirty: true,
             state,
             wire: WireState::encode(&state),
             changed_tick: self.tick,
-        });
-        self.by_user.insert(user_id, slot);
-        let joined = self.attach(slot, link);
-        self.update_areas(slot);
-        Ok(joined)
+            ghost: None,
+            published_tick: 0,
+        }
     }
 
     fn resume(&mut self, token: &str, link: ConnLink) -> Result<Joined, JoinError> {
@@ -471,7 +609,7 @@ impl World {
         let mut kicked = Vec::new();
         let mut moved = Vec::new();
         for slot in 0..self.slots.len() {
-            let Some(player) = self.slots[slot].as_mut() else {
+            let Some(player) = self.slots[slot].as_mut().filter(|p| p.ghost.is_none()) else {
                 continue;
             };
             let before = player.position;
@@ -631,6 +769,7 @@ impl World {
             .filter(|p| {
                 p.detached_at
                     .is_some_and(|t| now.duration_since(t) >= grace)
+                    || p.ghost.as_ref().is_some_and(|g| g.expired(now))
             })
             .map(|p| p.entity & SLOT_MASK)
             .collect();
@@ -646,6 +785,9 @@ impl World {
             return;
         };
         self.roster_changed = true;
+        if player.ghost.is_some() {
+            self.ghosts -= 1;
+        }
         if let (Some(link), Some(reason)) = (&player.link, reason) {
             kick(link, reason);
         }
@@ -709,6 +851,7 @@ impl World {
             timings: self.timings,
             overruns: self.overruns,
             stats: self.stats,
+            ghosts: self.ghosts,
         }));
     }
 
@@ -724,7 +867,8 @@ impl World {
     pub fn shutdown(mut self) {
         for slot in 0..self.slots.len() {
             if let Some(player) = self.slots[slot].as_mut() {
-                player.dirty = true;
+                // Ghosts are their own shard's to save.
+                player.dirty = player.ghost.is_none();
             }
             self.remove(slot as u32, Some(KickReason::Shutdown));
         }
@@ -737,10 +881,58 @@ impl World {
             .filter(|p| p.entity == entity)
     }
 
-    /// Players in the world, connected or not.
+    /// This shard's players in the world, connected or not (ghosts excluded).
     #[must_use]
     pub fn population(&self) -> usize {
-        self.by_user.len()
+        self.by_user.len() - self.ghosts
+    }
+
+    /// Ghosts (players of other shards) in the world.
+    #[must_use]
+    pub fn ghosts(&self) -> usize {
+        self.ghosts
+    }
+
+    /// Hand local players that changed this tick, or were last published a
+    /// second or more ago, to the shard-sync task. Never waits: when its queue
+    /// is full the batch is dropped and counted, and the next republish heals.
+    fn share_changes(&mut self) {
+        let Some(share) = &self.share else {
+            return;
+        };
+        let (tick, hz) = (self.tick, u64::from(self.settings.tick_hz));
+        let mut players = Vec::new();
+        for player in self.slots.iter_mut().flatten() {
+            if player.ghost.is_some()
+                || (player.changed_tick != tick && tick - player.published_tick < hz)
+            {
+                continue;
+            }
+            player.published_tick = tick;
+            players.push(RemotePlayer {
+                user_id: player.user_id,
+                name: player.name.to_string(),
+                epoch: player.epoch,
+                seq: player.position_seq,
+                position: player.position,
+                heading: player.heading,
+                speed_mps: player.speed_mps,
+            });
+        }
+        if players.is_empty() {
+            return;
+        }
+        let changes = LocalChanges {
+            world_id: self.def.id,
+            tick,
+            players,
+        };
+        match share.try_send(changes) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.share_drops += 1,
+            // The sync task is gone (shutting down): stop sharing.
+            Err(TrySendError::Closed(_)) => self.share = None,
+        }
     }
 
     /// Replace the world's areas (after an edit). Players' area memberships are
@@ -827,7 +1019,205 @@ fn resume_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::ghost::GHOST_TTL;
     use crate::store::{Bounds, MovementMode};
+
+    const TICK: Duration = Duration::from_millis(50);
+
+    fn world() -> World {
+        let def = WorldDef {
+            id: Uuid::nil(),
+            name: "w".into(),
+            bounds: Bounds::WORLD,
+            center: meridian_protocol::LonLat { lon: 0.0, lat: 0.0 },
+            movement_mode: MovementMode::Input,
+            max_speed_mps: None,
+        };
+        let settings = Settings {
+            shard_id: "here".into(),
+            tick_hz: 20,
+            view: View::new(150.0, 64),
+            default_speed_mps: 10.0,
+            resume_grace: Duration::from_secs(20),
+        };
+        World::new(def, &[], settings, Arc::new(PendingPositions::default()))
+    }
+
+    fn remote(user_id: Uuid, epoch: u64, seq: u64, lon: f64) -> RemotePlayer {
+        RemotePlayer {
+            user_id,
+            name: "far".into(),
+            epoch,
+            seq,
+            position: meridian_protocol::LonLat { lon, lat: 52.0 },
+            heading: 90.0,
+            speed_mps: 1.5,
+        }
+    }
+
+    fn ghosts(shard: &str, players: Vec<RemotePlayer>) -> Command {
+        Command::Ghosts {
+            shard: shard.into(),
+            players,
+        }
+    }
+
+    fn join(
+        user_id: Uuid,
+        epoch: u64,
+    ) -> (
+        Command,
+        tokio::sync::oneshot::Receiver<Result<Joined, JoinError>>,
+    ) {
+        let (link, _outbox) = ConnLink::new(u64::from(epoch as u32));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = Command::Join {
+            request: JoinRequest {
+                user_id,
+                session_id: Uuid::now_v7(),
+                name: "local".into(),
+                epoch,
+                stored: None,
+                link,
+            },
+            reply,
+        };
+        (command, answer)
+    }
+
+    /// The lon of `user`'s entity in the newest snapshot, if it is there.
+    fn seen_lon(
+        world: &World,
+        snapshots: &watch::Receiver<Arc<Snapshot>>,
+        user: Uuid,
+    ) -> Option<f64> {
+        let slot = *world.by_user.get(&user)?;
+        let snapshot = snapshots.borrow();
+        let entity = snapshot.slots[slot as usize].as_ref()?;
+        Some(entity.state.position().lon)
+    }
+
+    #[test]
+    fn ghosts_appear_move_newer_only_and_leave_after_their_ttl_unsaved() {
+        let mut world = world();
+        let snapshots = world.subscribe();
+        let user = Uuid::now_v7();
+        let mut now = Instant::now();
+        world.tick(now, vec![ghosts("there", vec![remote(user, 2, 5, 4.0)])]);
+        assert_eq!((world.ghosts(), world.population()), (1, 0));
+        assert_eq!(
+            snapshots.borrow().population(),
+            0,
+            "ghosts are not this shard's players"
+        );
+        assert!((seen_lon(&world, &snapshots, user).unwrap() - 4.0).abs() < 1e-6);
+
+        // Older news is ignored; newer news moves it, a new epoch too.
+        for (epoch, seq, lon, expected) in [
+            (2, 4, 9.0, 4.0),
+            (1, 99, 9.0, 4.0),
+            (2, 6, 4.1, 4.1),
+            (3, 1, 4.2, 4.2),
+        ] {
+            now += TICK;
+            world.tick(
+                now,
+                vec![ghosts("there", vec![remote(user, epoch, seq, lon)])],
+            );
+            let lon_seen = seen_lon(&world, &snapshots, user).unwrap();
+            assert!(
+                (lon_seen - expected).abs() < 1e-6,
+                "({epoch}, {seq}): {lon_seen}"
+            );
+        }
+
+        // Unheard of for longer than the TTL, it leaves; it was never saved.
+        now += GHOST_TTL - TICK;
+        world.tick(now, Vec::new());
+        assert_eq!(world.ghosts(), 1, "still within its TTL");
+        now += 2 * TICK;
+        world.tick(now, Vec::new());
+        assert_eq!(world.ghosts(), 0);
+        assert!(world.by_user.is_empty());
+        assert!(
+            world.pending.is_empty(),
+            "a ghost is its own shard's to save"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_player_wins_over_its_ghost_and_takes_its_place() {
+        let mut world = world();
+        let snapshots = world.subscribe();
+        let (local, wanderer) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut now = Instant::now();
+        let (command, answer) = join(local, 1);
+        world.tick(now, vec![command]);
+        let here = answer.await.unwrap().unwrap();
+        now += TICK;
+        world.tick(now, vec![ghosts("there", vec![remote(local, 9, 9, 7.0)])]);
+        assert_eq!(world.ghosts(), 0, "news of a local player is ignored");
+        let slot = world.by_user[&local];
+        assert_eq!(
+            world.slots[slot as usize].as_ref().unwrap().position,
+            here.position
+        );
+
+        // A player seen as a ghost logs in here: same entity, where it was.
+        now += TICK;
+        world.tick(
+            now,
+            vec![ghosts("there", vec![remote(wanderer, 4, 30, 4.5)])],
+        );
+        let ghost_entity = world.slots[world.by_user[&wanderer] as usize]
+            .as_ref()
+            .unwrap()
+            .entity;
+        now += TICK;
+        let (command, answer) = join(wanderer, 5);
+        world.tick(now, vec![command]);
+        let joined = answer.await.unwrap().unwrap();
+        assert_eq!(joined.entity, ghost_entity, "others never see it leave");
+        assert!((joined.position.lon - 4.5).abs() < 1e-9);
+        assert_eq!((world.ghosts(), world.population()), (0, 2));
+        assert!((seen_lon(&world, &snapshots, wanderer).unwrap() - 4.5).abs() < 1e-6);
+    }
+
+    #[tokio::test]
+    async fn changed_local_players_are_shared_every_tick_and_all_once_a_second() {
+        let mut world = world();
+        let mut shared = world.share();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut now = Instant::now();
+        let (join_a, answer_a) = join(a, 1);
+        let (join_b, answer_b) = join(b, 1);
+        world.tick(
+            now,
+            vec![
+                join_a,
+                join_b,
+                ghosts("there", vec![remote(Uuid::now_v7(), 1, 1, 4.0)]),
+            ],
+        );
+        answer_a.await.unwrap().unwrap();
+        answer_b.await.unwrap().unwrap();
+        let first = shared.try_recv().unwrap();
+        let mut users: Vec<Uuid> = first.players.iter().map(|p| p.user_id).collect();
+        users.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(users, expected, "both new, and never the ghost");
+
+        // Nothing changes: nothing is shared until the once-a-second republish.
+        for _ in 0..19 {
+            now += TICK;
+            world.tick(now, vec![ghosts("there", vec![])]);
+            assert!(shared.try_recv().is_err());
+        }
+        now += TICK;
+        world.tick(now, Vec::new());
+        assert_eq!(shared.try_recv().unwrap().players.len(), 2);
+    }
 
     #[test]
     fn tick_durations_are_published_once_a_second() {
