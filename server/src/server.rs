@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, AuthError};
+use crate::bus::cells::{CellSync, CHANGES_CAPACITY};
 use crate::bus::{Bus, ControlEvent, LocalBus};
 use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
@@ -51,6 +52,9 @@ pub enum ServerError {
     /// The Redis URL is unusable (Redis being down is not an error).
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
+    /// The shard-sync connection could not be set up (an invalid `REDIS_URL`).
+    #[error("shard sync: {0}")]
+    Sync(redis::RedisError),
     /// The account service could not start.
     #[error("accounts: {0}")]
     Auth(#[from] AuthError),
@@ -73,6 +77,8 @@ pub struct Server {
     pending: Arc<PendingPositions>,
     worlds: HashMap<String, WorldHandle>,
     world_tasks: Vec<JoinHandle<()>>,
+    /// Players shared with the other shards, with Redis.
+    cell_sync: Option<CellSync>,
     default_world: String,
     /// Cancelled to stop accepting, kick everyone and stop the ticks.
     stop: CancellationToken,
@@ -121,13 +127,33 @@ impl Server {
             .ok_or(ServerError::NoWorld)?
             .name
             .clone();
+        // With Redis, every world shares its players with the other shards.
+        let (share, changes) = tokio::sync::mpsc::channel(CHANGES_CAPACITY);
         for def in defs {
             let areas = store.areas(def.id).await?;
-            let world = World::new(def, &areas, settings.clone(), Arc::clone(&pending));
+            let mut world = World::new(def, &areas, settings.clone(), Arc::clone(&pending));
+            if config.redis_url.is_some() {
+                world.share_with(share.clone());
+            }
             let (handle, task) = world.spawn(stop.clone());
             worlds.insert(handle.name.clone(), handle);
             world_tasks.push(task);
         }
+        drop(share);
+        let cell_sync = match &config.redis_url {
+            Some(url) => Some(
+                CellSync::spawn(
+                    url,
+                    &config.shard_id,
+                    settings.view.leave_radius_m,
+                    worlds.values().cloned().collect(),
+                    changes,
+                    stop.clone(),
+                )
+                .map_err(ServerError::Sync)?,
+            ),
+            None => None,
+        };
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -146,6 +172,7 @@ impl Server {
             pending,
             worlds,
             world_tasks,
+            cell_sync,
             default_world,
             stop,
         })
@@ -243,6 +270,9 @@ impl Server {
             let _ = task.await;
         }
         control.abort();
+        if let Some(sync) = self.cell_sync {
+            let _ = sync.task.await;
+        }
         // 2. Let connections deliver their Kicked and close frames.
         gateway.tracker.close();
         let _ = tokio::time::timeout(CONNECTION_DRAIN, gateway.tracker.wait()).await;

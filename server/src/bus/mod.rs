@@ -2,6 +2,7 @@
 //! with the Redis implementation, players' states), and the in-process
 //! implementation used by the embedded single-shard mode.
 
+pub mod cells;
 pub mod local;
 
 use serde::{Deserialize, Serialize};

@@ -40,10 +40,6 @@ pub const COMMAND_CAPACITY: usize = 65_536;
 /// After this long without moving, a player's speed reads zero.
 const STOPPED_AFTER: Duration = Duration::from_millis(300);
 
-/// Batches of local changes queued for the other shards before the tick drops
-/// them (counted); the next republish, within a second, heals the loss.
-pub const SHARE_CAPACITY: usize = 64;
-
 /// How long clients are asked to wait before reconnecting after a shutdown.
 const SHUTDOWN_RETRY_MS: u32 = 5_000;
 
@@ -174,14 +170,11 @@ impl World {
         }
     }
 
-    /// Publish local players' changes for the other shards: every tick, the
+    /// Publish local players' changes for the other shards through `sender`
+    /// (the shard-sync task's queue, shared by every world): every tick, the
     /// players that changed, and each of the others at least once a second.
-    /// Returns the receiving end for the shard-sync task.
-    #[must_use]
-    pub fn share(&mut self) -> mpsc::Receiver<LocalChanges> {
-        let (sender, receiver) = mpsc::channel(SHARE_CAPACITY);
+    pub fn share_with(&mut self, sender: mpsc::Sender<LocalChanges>) {
         self.share = Some(sender);
-        receiver
     }
 
     /// Start the tick task. It runs until `shutdown` is cancelled, then kicks
@@ -1018,8 +1011,8 @@ fn resume_token() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::ghost::GHOST_TTL;
+    use super::*;
     use crate::store::{Bounds, MovementMode};
 
     const TICK: Duration = Duration::from_millis(50);
@@ -1186,7 +1179,8 @@ mod tests {
     #[tokio::test]
     async fn changed_local_players_are_shared_every_tick_and_all_once_a_second() {
         let mut world = world();
-        let mut shared = world.share();
+        let (sender, mut shared) = mpsc::channel(16);
+        world.share_with(sender);
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let mut now = Instant::now();
         let (join_a, answer_a) = join(a, 1);

@@ -1,0 +1,501 @@
+//! Cross-shard player sync over Redis pub/sub, by geographic cell.
+//!
+//! The world is cut into H3 cells larger than the area of interest. Each tick,
+//! for every cell in which this shard's players changed, one bincode batch of
+//! them goes to `meridian:{world}:cell:{cell}`, all of a tick's publishes in one
+//! pipelined round trip, and the cell's snapshot key (a hash, one field per
+//! shard holding all its players in the cell) is refreshed. The shard
+//! subscribes to exactly the cells its players' areas of interest touch (a
+//! player's cell and its neighbours), keeps a cell for a while after the last
+//! player needing it left (hysteresis), fills a newly subscribed cell from its
+//! snapshot key, ignores its own messages, and hands what it hears to the
+//! worlds as ghosts.
+//!
+//! Redis going away ends the subscription stream (it does not reconnect by
+//! itself): the task then reconnects with backoff, resubscribes and refills
+//! every cell, and republishes everything it holds. Messages published during
+//! the gap are lost and counted as such by the others' ghost TTLs, which heal.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use h3o::{CellIndex, LatLng, Resolution};
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::now_ms;
+use crate::world::{Command, LocalChanges, RemotePlayer, WorldHandle, GHOST_TTL};
+
+/// How long a cell stays subscribed after the last player needing it left, so
+/// a player walking along a cell border does not churn subscriptions.
+const KEEP_CELL: Duration = Duration::from_secs(5);
+
+/// How often subscriptions are brought up to date and stale players dropped.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// Reconnect backoff bounds.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long one Redis command may take before the connection counts as broken.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Local changes queued from all worlds before the ticks drop them.
+pub const CHANGES_CAPACITY: usize = 256;
+
+/// One shard's players in one cell, as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellBatch {
+    /// The publishing shard.
+    pub shard: String,
+    /// The world.
+    pub world_id: Uuid,
+    /// When it was sent, Unix milliseconds (stale snapshots are ignored).
+    pub sent_ms: i64,
+    /// The players.
+    pub players: Vec<RemotePlayer>,
+}
+
+impl CellBatch {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a cell batch always encodes")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        bincode::serde::decode_from_slice(
+            bytes,
+            bincode::config::standard().with_limit::<{ 4 << 20 }>(),
+        )
+        .ok()
+        .map(|(batch, _)| batch)
+    }
+}
+
+/// Counters of the sync, for status and metrics.
+#[derive(Debug, Default)]
+pub struct CellStats {
+    /// Batches published.
+    pub published: AtomicU64,
+    /// Batches received from other shards (snapshots included).
+    pub received: AtomicU64,
+    /// Batches that could not be decoded or were for an unknown world.
+    pub rejected: AtomicU64,
+    /// Batches of ghosts dropped because a world's queue was full.
+    pub dropped: AtomicU64,
+    /// Times the connection to Redis was (re)established.
+    pub connects: AtomicU64,
+    /// Cells currently subscribed.
+    pub cells: AtomicU64,
+}
+
+/// The smallest H3 cells whose inner radius still covers `aoi_m`, so that a
+/// player's area of interest always lies within its cell and the neighbours.
+#[must_use]
+pub fn resolution_for(aoi_m: f64) -> Resolution {
+    Resolution::range(Resolution::Zero, Resolution::Fifteen)
+        .rev()
+        .find(|r| r.edge_length_m() * 3f64.sqrt() / 2.0 >= aoi_m)
+        .unwrap_or(Resolution::Zero)
+}
+
+/// The cell a position is in.
+fn cell_of(player: &RemotePlayer, resolution: Resolution) -> Option<CellIndex> {
+    LatLng::new(player.position.lat, player.position.lon)
+        .ok()
+        .map(|ll| ll.to_cell(resolution))
+}
+
+fn channel(world: Uuid, cell: CellIndex) -> String {
+    format!("meridian:{world}:cell:{cell}")
+}
+
+fn snapshot_key(world: Uuid, cell: CellIndex) -> String {
+    format!("meridian:{world}:cellsnap:{cell}")
+}
+
+/// Parse a cell channel back into its world and cell.
+fn parse_channel(name: &str) -> Option<(Uuid, CellIndex)> {
+    let rest = name.strip_prefix("meridian:")?;
+    let (world, cell) = rest.split_once(":cell:")?;
+    Some((world.parse().ok()?, cell.parse().ok()?))
+}
+
+/// The sync task's handle.
+pub struct CellSync {
+    /// Counters.
+    pub stats: Arc<CellStats>,
+    /// The task.
+    pub task: JoinHandle<()>,
+}
+
+impl CellSync {
+    /// Start syncing `worlds` through the Redis at `url`. Each world must have
+    /// been given `changes`' sender with `World::share_with`. Stops when `stop`
+    /// is cancelled.
+    ///
+    /// # Errors
+    /// `redis::RedisError` if the URL is invalid (not if Redis is down: the
+    /// task connects, and reconnects, by itself).
+    pub fn spawn(
+        url: &str,
+        shard: &str,
+        aoi_m: f64,
+        worlds: Vec<WorldHandle>,
+        changes: mpsc::Receiver<LocalChanges>,
+        stop: CancellationToken,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let stats = Arc::new(CellStats::default());
+        let state = Sync {
+            client,
+            shard: shard.to_owned(),
+            resolution: resolution_for(aoi_m),
+            worlds: worlds.into_iter().map(|w| (w.id, w)).collect(),
+            locals: HashMap::new(),
+            wanted: HashMap::new(),
+            stats: Arc::clone(&stats),
+        };
+        let task = tokio::spawn(state.run(changes, stop));
+        Ok(Self { stats, task })
+    }
+}
+
+/// A local player as last published.
+struct Local {
+    cell: CellIndex,
+    player: RemotePlayer,
+    seen: Instant,
+}
+
+struct Sync {
+    client: redis::Client,
+    shard: String,
+    resolution: Resolution,
+    worlds: HashMap<Uuid, WorldHandle>,
+    /// This shard's players by (world, account).
+    locals: HashMap<(Uuid, Uuid), Local>,
+    /// Cells the players need, with when they last needed each.
+    wanted: HashMap<(Uuid, CellIndex), Instant>,
+    stats: Arc<CellStats>,
+}
+
+/// Why a connection round ended.
+enum End {
+    Stop,
+    Broken(String),
+}
+
+impl Sync {
+    async fn run(mut self, mut changes: mpsc::Receiver<LocalChanges>, stop: CancellationToken) {
+        let mut backoff = RETRY_MIN;
+        loop {
+            match self.connected(&mut changes, &stop).await {
+                End::Stop => return,
+                End::Broken(reason) => {
+                    tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "shard sync lost Redis");
+                }
+            }
+            // Keep taking changes while waiting, so the ticks never fill the
+            // queue, and what is published on return is current.
+            let until = tokio::time::Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(until) => break,
+                    Some(batch) = changes.recv() => {
+                        self.remember(batch);
+                    }
+                }
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// One connection's life: connect, subscribe and fill every wanted cell,
+    /// then publish and listen until Redis fails or the shard stops.
+    async fn connected(
+        &mut self,
+        changes: &mut mpsc::Receiver<LocalChanges>,
+        stop: &CancellationToken,
+    ) -> End {
+        let connect = async {
+            let publisher = self.client.get_multiplexed_async_connection().await?;
+            let (sink, stream) = self.client.get_async_pubsub().await?.split();
+            Ok::<_, redis::RedisError>((publisher, sink, stream))
+        };
+        let (mut publisher, mut sink, mut stream) =
+            match tokio::time::timeout(CALL_TIMEOUT, connect).await {
+                Ok(Ok(parts)) => parts,
+                Ok(Err(e)) => return End::Broken(e.to_string()),
+                Err(_) => return End::Broken("connect timed out".into()),
+            };
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let mut subscribed: HashSet<(Uuid, CellIndex)> = HashSet::new();
+        // Everything held is republished, so the others' ghosts come back at
+        // once after an outage.
+        let all: Vec<(Uuid, CellIndex)> = self.locals.iter().map(|(k, l)| (k.0, l.cell)).collect();
+        if let Err(e) = self
+            .publish(&mut publisher, all.into_iter().collect())
+            .await
+        {
+            return End::Broken(e);
+        }
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return End::Stop,
+                _ = housekeeping.tick() => {
+                    if let Err(e) = self.resubscribe(&mut sink, &mut publisher, &mut subscribed).await {
+                        return End::Broken(e);
+                    }
+                }
+                batch = changes.recv() => {
+                    let Some(batch) = batch else { return End::Stop };
+                    let world = batch.world_id;
+                    let cells = self.remember(batch);
+                    let touched = cells.into_iter().map(|c| (world, c)).collect();
+                    if let Err(e) = self.publish(&mut publisher, touched).await {
+                        return End::Broken(e);
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return End::Broken("subscription closed".into());
+                    };
+                    if parse_channel(message.get_channel_name()).is_some() {
+                        self.deliver(message.get_payload_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take a world's changes in; returns the cells they touched (where
+    /// players are now, and where they left from).
+    fn remember(&mut self, changes: LocalChanges) -> HashSet<CellIndex> {
+        let now = Instant::now();
+        let mut touched = HashSet::new();
+        for player in changes.players {
+            let Some(cell) = cell_of(&player, self.resolution) else {
+                continue;
+            };
+            touched.insert(cell);
+            let key = (changes.world_id, player.user_id);
+            if let Some(old) = self.locals.get(&key) {
+                if old.cell != cell {
+                    touched.insert(old.cell);
+                }
+            }
+            for near in cell.grid_disk::<Vec<_>>(1) {
+                self.wanted.insert((changes.world_id, near), now);
+            }
+            self.locals.insert(
+                key,
+                Local {
+                    cell,
+                    player,
+                    seen: now,
+                },
+            );
+        }
+        touched
+    }
+
+    /// Publish the local players of each touched cell and refresh the cells'
+    /// snapshot keys, in one pipelined round trip.
+    async fn publish(
+        &mut self,
+        publisher: &mut MultiplexedConnection,
+        touched: HashSet<(Uuid, CellIndex)>,
+    ) -> Result<(), String> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let mut by_cell: HashMap<(Uuid, CellIndex), Vec<RemotePlayer>> =
+            touched.iter().map(|&k| (k, Vec::new())).collect();
+        for ((world, _), local) in &self.locals {
+            if let Some(players) = by_cell.get_mut(&(*world, local.cell)) {
+                players.push(local.player.clone());
+            }
+        }
+        let mut pipe = redis::pipe();
+        let ttl_ms = GHOST_TTL.as_millis() as i64;
+        for ((world, cell), players) in by_cell {
+            let key = snapshot_key(world, cell);
+            if players.is_empty() {
+                // Everyone left this cell: the others' ghosts leave by TTL, and
+                // a newcomer must not be shown them.
+                pipe.hdel(&key, &self.shard).ignore();
+                continue;
+            }
+            let batch = CellBatch {
+                shard: self.shard.clone(),
+                world_id: world,
+                sent_ms: now_ms(),
+                players,
+            }
+            .encode();
+            pipe.publish(channel(world, cell), &batch).ignore();
+            pipe.hset(&key, &self.shard, &batch).ignore();
+            pipe.pexpire(&key, ttl_ms).ignore();
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(publisher)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("publish timed out".into()),
+        }
+    }
+
+    /// Bring subscriptions in line with the wanted cells: subscribe and fill
+    /// new ones, drop those unwanted for `KEEP_CELL`; forget players unheard
+    /// of for the ghost TTL (they left the shard).
+    async fn resubscribe(
+        &mut self,
+        sink: &mut PubSubSink,
+        publisher: &mut MultiplexedConnection,
+        subscribed: &mut HashSet<(Uuid, CellIndex)>,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        let mut left = HashSet::new();
+        self.locals.retain(|&(world, _), local| {
+            let keep = now.duration_since(local.seen) <= GHOST_TTL;
+            if !keep {
+                left.insert((world, local.cell));
+            }
+            keep
+        });
+        self.publish(publisher, left).await?;
+        self.wanted
+            .retain(|_, needed| now.duration_since(*needed) <= KEEP_CELL);
+        let new: Vec<(Uuid, CellIndex)> = self
+            .wanted
+            .keys()
+            .filter(|k| !subscribed.contains(k))
+            .copied()
+            .collect();
+        let gone: Vec<(Uuid, CellIndex)> = subscribed
+            .iter()
+            .filter(|k| !self.wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            timed(sink.unsubscribe(channel(key.0, key.1))).await?;
+            subscribed.remove(&key);
+        }
+        if !new.is_empty() {
+            for &(world, cell) in &new {
+                timed(sink.subscribe(channel(world, cell))).await?;
+                subscribed.insert((world, cell));
+            }
+            // Fill the new cells from their snapshots instead of waiting for
+            // the next republish.
+            let mut pipe = redis::pipe();
+            for &(world, cell) in &new {
+                pipe.hvals(snapshot_key(world, cell));
+            }
+            let snapshots: Vec<Vec<Vec<u8>>> = timed(pipe.query_async(publisher)).await?;
+            let oldest = now_ms() - GHOST_TTL.as_millis() as i64;
+            for batch in snapshots.iter().flatten() {
+                if let Some(decoded) = CellBatch::decode(batch) {
+                    if decoded.sent_ms >= oldest {
+                        self.hand_over(decoded);
+                    }
+                }
+            }
+        }
+        self.stats
+            .cells
+            .store(subscribed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn deliver(&self, bytes: &[u8]) {
+        match CellBatch::decode(bytes) {
+            Some(batch) => self.hand_over(batch),
+            None => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Give another shard's players to their world as ghosts.
+    fn hand_over(&self, batch: CellBatch) {
+        if batch.shard == self.shard {
+            return;
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Some(world) = self.worlds.get(&batch.world_id) else {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let command = Command::Ghosts {
+            shard: batch.shard.into(),
+            players: batch.players,
+        };
+        // Never wait on a busy tick: the next republish heals a drop.
+        if world.commands.try_send(command).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("Redis call timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_protocol::LonLat;
+
+    #[test]
+    fn cells_are_the_smallest_that_hold_the_area_of_interest() {
+        let r = resolution_for(150.0);
+        assert!(r.edge_length_m() * 3f64.sqrt() / 2.0 >= 150.0);
+        let finer = Resolution::try_from(u8::from(r) + 1).unwrap();
+        assert!(finer.edge_length_m() * 3f64.sqrt() / 2.0 < 150.0);
+    }
+
+    #[test]
+    fn batches_and_channels_round_trip() {
+        let batch = CellBatch {
+            shard: "a".into(),
+            world_id: Uuid::now_v7(),
+            sent_ms: 7,
+            players: vec![RemotePlayer {
+                user_id: Uuid::now_v7(),
+                name: "n".into(),
+                epoch: 2,
+                seq: 3,
+                position: LonLat {
+                    lon: 4.9,
+                    lat: 52.37,
+                },
+                heading: 1.0,
+                speed_mps: 2.0,
+            }],
+        };
+        assert_eq!(CellBatch::decode(&batch.encode()), Some(batch.clone()));
+        assert_eq!(CellBatch::decode(b"\xff\xff garbage"), None);
+        let cell = cell_of(&batch.players[0], resolution_for(150.0)).unwrap();
+        assert_eq!(
+            parse_channel(&channel(batch.world_id, cell)),
+            Some((batch.world_id, cell))
+        );
+    }
+}

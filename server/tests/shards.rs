@@ -1,0 +1,112 @@
+//! Several shards in one world over Redis: players on different shards who
+//! stand near each other see each other (entered, moved, left), players far
+//! apart do not, and a ghost whose shard stops hearing from it leaves.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use meridian_protocol::{Encoding, ServerMessage};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use util::redis::RedisServer;
+use util::{offset, Client, TestServer, CENTER};
+use uuid::Uuid;
+
+async fn shard_on(redis: &RedisServer, id: &str, dir: Option<&std::path::Path>) -> TestServer {
+    let url = redis.url();
+    let id = id.to_owned();
+    let adjust = move |c: &mut meridian_server::Config| {
+        c.redis_url = Some(url);
+        c.shard_id = id;
+    };
+    match dir {
+        Some(dir) => TestServer::start_in(dir, adjust).await,
+        None => TestServer::start_with(adjust).await,
+    }
+}
+
+/// Wait until `client` sees `player` enter; returns the entity id it has
+/// there and how long it took.
+async fn sees_enter(client: &mut Client, player: Uuid) -> (u32, Duration) {
+    let started = Instant::now();
+    let id = client
+        .until(|m| match m {
+            ServerMessage::Update(u) => u
+                .entered
+                .iter()
+                .find(|e| e.player_id == player)
+                .map(|e| e.state.id),
+            _ => None,
+        })
+        .await;
+    (id, started.elapsed())
+}
+
+/// Read `client`'s messages for `within`; panics if `player` enters.
+async fn never_sees(client: &mut Client, player: Uuid, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(message) = tokio::time::timeout_at(deadline, client.next()).await {
+        if let Ok(ServerMessage::Update(u)) = message {
+            assert!(
+                u.entered.iter().all(|e| e.player_id != player),
+                "a player 2 km away came into view"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn players_on_two_shards_see_each_other_near_and_not_far() {
+    let redis = RedisServer::start();
+    let a = shard_on(&redis, "shard-a", None).await;
+    let b = shard_on(&redis, "shard-b", Some(&a.dir)).await;
+    let here = offset(CENTER, 0.0, -200.0);
+    let mut on_a = a.guest_player("arena", here, Encoding::Bincode).await;
+    let mut on_b = b
+        .guest_player("arena", offset(here, 30.0, 0.0), Encoding::Json)
+        .await;
+    let mut far = b
+        .guest_player("arena", offset(here, 0.0, -2_000.0), Encoding::Bincode)
+        .await;
+
+    // Each sees the other enter, with the same account id.
+    let (b_there, took) = sees_enter(&mut on_a, on_b.player_id).await;
+    sees_enter(&mut on_b, on_a.player_id).await;
+    println!("cross-shard enter seen after {took:?}");
+
+    // The player on B moves; the player on A sees it move.
+    let to = offset(on_b.position, 5.0, 0.0);
+    let seq = on_b.move_to(to).await;
+    on_b.acked(seq).await;
+    let started = Instant::now();
+    let moved = on_a
+        .until(|m| match m {
+            ServerMessage::Update(u) => u.moved.iter().find(|s| s.id == b_there).copied(),
+            _ => None,
+        })
+        .await;
+    println!("cross-shard move seen after {:?}", started.elapsed());
+    let seen = moved.position();
+    assert!((seen.lon - to.lon).abs() < 1e-6 && (seen.lat - to.lat).abs() < 1e-6);
+
+    // 2 km away on B: never in view on A, nor A in its view.
+    never_sees(&mut on_a, far.player_id, Duration::from_secs(2)).await;
+    never_sees(&mut far, on_a.player_id, Duration::from_millis(200)).await;
+
+    // The player on B leaves: it leaves A's view too, within the ghost TTL.
+    on_b.socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    on_a.until(|m| match m {
+        ServerMessage::Update(u) if u.left.contains(&b_there) => Some(()),
+        _ => None,
+    })
+    .await;
+    b.stop().await;
+    a.stop().await;
+}
