@@ -110,3 +110,59 @@ async fn players_on_two_shards_see_each_other_near_and_not_far() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Take one step of `step_m` north and wait for its ack: the shard serves.
+/// Returns whether entity `watch` left the client's view meanwhile.
+async fn step(client: &mut Client, step_m: f64, watch: u32) -> bool {
+    let to = offset(client.position, 0.0, step_m);
+    let seq = client.move_to(to).await;
+    let mut left = false;
+    client
+        .until(|m| match m {
+            ServerMessage::Update(u) => {
+                left |= u.left.contains(&watch);
+                (u.ack_seq >= seq).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    client.position = to;
+    left
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_shards_see_each_other_again_without_a_restart() {
+    let mut redis = RedisServer::start();
+    let a = shard_on(&redis, "shard-a", None).await;
+    let b = shard_on(&redis, "shard-b", Some(&a.dir)).await;
+    let here = offset(CENTER, -100.0, -250.0);
+    let mut on_a = a.guest_player("arena", here, Encoding::Bincode).await;
+    let mut on_b = b
+        .guest_player("arena", offset(here, 20.0, 0.0), Encoding::Bincode)
+        .await;
+    let (b_there, _) = sees_enter(&mut on_a, on_b.player_id).await;
+
+    // Redis goes away for 5 s: both shards keep serving their own players.
+    redis.stop();
+    let down = Instant::now();
+    let mut left = false;
+    while down.elapsed() < Duration::from_secs(5) {
+        left |= step(&mut on_a, 1.0, b_there).await;
+        step(&mut on_b, 1.0, u32::MAX).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Unheard of for longer than the ghost TTL, the other shard's player left.
+    assert!(left, "the ghost outlived its TTL");
+
+    // Redis is back (empty: it keeps nothing): within 5 s each sees the other
+    // again, without restarting anything.
+    redis.restart();
+    let back = Instant::now();
+    sees_enter(&mut on_a, on_b.player_id).await;
+    sees_enter(&mut on_b, on_a.player_id).await;
+    let resumed = back.elapsed();
+    println!("cross-shard visibility back {resumed:?} after Redis returned");
+    assert!(resumed < Duration::from_secs(5), "{resumed:?}");
+    b.stop().await;
+    a.stop().await;
+}
