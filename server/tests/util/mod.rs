@@ -642,6 +642,16 @@ impl ServerProcess {
     /// Start `meridian serve` on `dir` (which must already hold the worlds) on
     /// free loopback ports, and wait until `/healthz` answers.
     pub async fn start(dir: &Path, flush_interval: Duration) -> Self {
+        Self::start_with_env(dir, flush_interval, &[]).await
+    }
+
+    /// Like `start`, with more environment variables (e.g. `REDIS_URL`,
+    /// `SHARD_ID`, `DATABASE_URL`).
+    pub async fn start_with_env(
+        dir: &Path,
+        flush_interval: Duration,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (game, ops) = (free_addr(), free_addr());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
             .arg("serve")
@@ -652,6 +662,7 @@ impl ServerProcess {
             .env("JWT_SECRET", "process-test-secret-0123456789abcdef")
             .env("FLUSH_INTERVAL_MS", flush_interval.as_millis().to_string())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("the meridian binary starts");

@@ -1,0 +1,259 @@
+//! Three shards as separate processes on one PostgreSQL and one Redis, as a
+//! deployment runs them: cross-shard visibility and its latency, and a shard
+//! killed with SIGKILL.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use meridian_protocol::{Encoding, LonLat, ServerMessage};
+use meridian_server::config::DbPool;
+use meridian_server::store::{PgStore, Store, StoredPosition};
+use util::pg::TestDatabase;
+use util::redis::RedisServer;
+use util::{offset, seed_test_worlds, Client, ServerProcess, CENTER};
+use uuid::Uuid;
+
+const FLUSH: Duration = Duration::from_millis(200);
+
+/// Fields drop in order: the shards stop before Redis and the database.
+struct Cluster {
+    shards: Vec<ServerProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+    store: PgStore,
+    http: reqwest::Client,
+    _redis: RedisServer,
+    _db: TestDatabase,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let redis = RedisServer::start();
+        let db = TestDatabase::create().await;
+        let store = PgStore::connect(&db.url, DbPool::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        seed_test_worlds(&store).await;
+        let mut shards = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            let id = format!("shard-{i}");
+            let env = [
+                ("DATABASE_URL", db.url.as_str()),
+                ("REDIS_URL", &redis.url()),
+                ("SHARD_ID", id.as_str()),
+            ];
+            shards.push(ServerProcess::start_with_env(dir.path(), FLUSH, &env).await);
+            dirs.push(dir);
+        }
+        Self {
+            shards,
+            _dirs: dirs,
+            store,
+            http: reqwest::Client::new(),
+            _redis: redis,
+            _db: db,
+        }
+    }
+
+    /// A guest of device `device` on shard `i`, placed at `at` (if it has no
+    /// stored position yet) and connected.
+    async fn player(&self, i: usize, device: &str, at: Option<LonLat>) -> Client {
+        let game = self.shards[i].game;
+        let body: serde_json::Value = self
+            .http
+            .post(format!("http://{game}/api/guest"))
+            .json(&serde_json::json!({ "device_id": device }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let user_id: Uuid = body["user_id"].as_str().unwrap().parse().unwrap();
+        if let Some(at) = at {
+            let world = self
+                .store
+                .worlds()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|w| w.name == "arena")
+                .unwrap();
+            self.store
+                .save_positions(&[StoredPosition {
+                    user_id,
+                    world_id: world.id,
+                    position: at,
+                    heading: 0.0,
+                    epoch: 0,
+                    seq: 0,
+                    updated_at_ms: 0,
+                }])
+                .await
+                .unwrap();
+        }
+        let token = body["token"].as_str().unwrap();
+        let mut client = Client::connect(game, Encoding::Bincode, Some(token), Some("arena"))
+            .await
+            .unwrap();
+        client.welcome().await;
+        client
+    }
+}
+
+/// The entity id `client` sees `player` under, once it has entered.
+async fn entered(client: &mut Client, player: Uuid) -> u32 {
+    client
+        .until(|m| match m {
+            ServerMessage::Update(u) => u
+                .entered
+                .iter()
+                .find(|e| e.player_id == player)
+                .map(|e| e.state.id),
+            _ => None,
+        })
+        .await
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99).div_ceil(100) - 1]
+}
+
+#[tokio::test]
+async fn three_shards_show_one_world_and_a_killed_shard_s_players_leave() {
+    let mut cluster = Cluster::start(3).await;
+    let spot = offset(CENTER, 0.0, -300.0);
+    let mut players = Vec::new();
+    for i in 0..3 {
+        let at = offset(spot, i as f64 * 20.0, 0.0);
+        players.push(
+            cluster
+                .player(i, &format!("near-device-{i}-0123456789"), Some(at))
+                .await,
+        );
+    }
+    let mut far = cluster
+        .player(
+            0,
+            "far-device-0123456789",
+            Some(offset(spot, 0.0, -2_000.0)),
+        )
+        .await;
+
+    // Everyone near sees the two players of the other shards.
+    let mut ids = [[0u32; 3]; 3];
+    let accounts: Vec<Uuid> = players.iter().map(|p| p.player_id).collect();
+    for i in 0..3 {
+        let others: Vec<(usize, Uuid)> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| (j, accounts[j]))
+            .collect();
+        let mut seen = std::collections::HashMap::new();
+        players[i]
+            .until(|m| {
+                if let ServerMessage::Update(u) = m {
+                    for e in &u.entered {
+                        seen.insert(e.player_id, e.state.id);
+                    }
+                }
+                others
+                    .iter()
+                    .all(|(_, a)| seen.contains_key(a))
+                    .then_some(())
+            })
+            .await;
+        for (j, account) in others {
+            ids[i][j] = seen[&account];
+        }
+    }
+
+    // Visibility latency: a move on one shard until a player on another
+    // shard sees it, 60 times over, taking turns.
+    let mut samples = Vec::new();
+    for round in 0..60 {
+        let (mover, watcher) = (round % 3, (round + 1) % 3);
+        let to = offset(
+            players[mover].position,
+            0.0,
+            if round % 2 == 0 { 2.0 } else { -2.0 },
+        );
+        let sent = Instant::now();
+        let seq = players[mover].move_to(to).await;
+        players[mover].position = to;
+        let id = ids[watcher][mover];
+        let want = to;
+        players[watcher]
+            .until(|m| match m {
+                ServerMessage::Update(u) => u
+                    .moved
+                    .iter()
+                    .find(|s| {
+                        let p = s.position();
+                        s.id == id && (p.lat - want.lat).abs() < 1e-6
+                    })
+                    .map(|_| ()),
+                _ => None,
+            })
+            .await;
+        samples.push(sent.elapsed());
+        players[mover].acked(seq).await;
+    }
+    let p99 = p99(samples.clone());
+    println!(
+        "cross-shard visibility over {} moves: median {:?}, p99 {p99:?}",
+        samples.len(),
+        {
+            let mut s = samples.clone();
+            s.sort();
+            s[s.len() / 2]
+        }
+    );
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+
+    // Nobody near sees the far player, nor it them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(message)) = tokio::time::timeout_at(deadline, players[1].next()).await {
+        if let ServerMessage::Update(u) = message {
+            assert!(u.entered.iter().all(|e| e.player_id != far.player_id));
+        }
+    }
+    while let Ok(Ok(message)) = tokio::time::timeout_at(
+        tokio::time::Instant::now() + Duration::from_millis(200),
+        far.next(),
+    )
+    .await
+    {
+        if let ServerMessage::Update(u) = message {
+            assert!(u.entered.is_empty(), "the far player sees nobody");
+        }
+    }
+
+    // Shard 2 is killed: its player leaves the others' views within the
+    // ghost TTL, and can log in on shard 0 where it was last flushed.
+    let last = players[2].position;
+    tokio::time::sleep(FLUSH * 3).await;
+    cluster.shards[2].kill();
+    let killed = Instant::now();
+    for i in 0..2 {
+        let id = ids[i][2];
+        players[i]
+            .until(|m| match m {
+                ServerMessage::Update(u) if u.left.contains(&id) => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+    let gone = killed.elapsed();
+    println!("a killed shard's player left the others' views after {gone:?}");
+    assert!(gone < meridian_server::world::GHOST_TTL + Duration::from_secs(1));
+    let back = cluster.player(0, "near-device-2-0123456789", None).await;
+    assert_eq!(back.player_id, players[2].player_id, "the same account");
+    assert!(
+        (back.position.lon - last.lon).abs() < 1e-9 && (back.position.lat - last.lat).abs() < 1e-9,
+        "back at its last flushed position: {:?} vs {last:?}",
+        back.position
+    );
+    entered(&mut players[1], back.player_id).await;
+}
