@@ -378,7 +378,8 @@ impl Bot {
             }
             ServerMessage::Welcome { .. }
             | ServerMessage::AreaEvent { .. }
-            | ServerMessage::Pong { .. } => {}
+            | ServerMessage::Pong { .. }
+            | ServerMessage::ChatMessage { .. } => {}
         }
         true
     }

@@ -112,7 +112,14 @@ impl Encoding {
 }
 
 /// The variant names of `ClientMessage`, in declaration order (= bincode index).
-const CLIENT_VARIANTS: &[&str] = &["Hello", "Move", "Ping", "AckCorrection", "SetUpdateRate"];
+const CLIENT_VARIANTS: &[&str] = &[
+    "Hello",
+    "Move",
+    "Ping",
+    "AckCorrection",
+    "SetUpdateRate",
+    "Chat",
+];
 
 /// The variant names of `ServerMessage`, in declaration order (= bincode index).
 const SERVER_VARIANTS: &[&str] = &[
@@ -123,6 +130,7 @@ const SERVER_VARIANTS: &[&str] = &[
     "Pong",
     "Kicked",
     "Error",
+    "ChatMessage",
 ];
 
 /// The bincode variant index of `ServerMessage::Update`.
@@ -203,6 +211,21 @@ impl ClientMessage {
                 }
                 Ok(())
             }
+            Self::Chat { text, .. } => {
+                let chars = text.chars().filter(|c| !c.is_control()).count();
+                if chars == 0 {
+                    return Err(DecodeError::InvalidValue(
+                        "chat text is empty (control characters are removed)".into(),
+                    ));
+                }
+                if chars > limits::MAX_CHAT_CHARS {
+                    return Err(DecodeError::InvalidValue(format!(
+                        "chat text is {chars} characters, at most {} allowed",
+                        limits::MAX_CHAT_CHARS
+                    )));
+                }
+                Ok(())
+            }
             Self::SetUpdateRate { hz } if *hz == 0 || *hz > limits::MAX_UPDATE_HZ => {
                 Err(DecodeError::InvalidValue(format!(
                     "hz must be in 1..={}, got {hz}",
@@ -222,6 +245,7 @@ impl ClientMessage {
             Self::Ping { .. } => "ping",
             Self::AckCorrection { .. } => "ack_correction",
             Self::SetUpdateRate { .. } => "set_update_rate",
+            Self::Chat { .. } => "chat",
         }
     }
 }
@@ -313,6 +337,7 @@ impl ServerMessage {
             Self::Pong { .. } => "pong",
             Self::Kicked { .. } => "kicked",
             Self::Error { .. } => "error",
+            Self::ChatMessage { .. } => "chat_message",
         }
     }
 }

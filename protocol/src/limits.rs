@@ -15,3 +15,6 @@ pub const MAX_RESUME_TOKEN_BYTES: usize = 128;
 
 /// Highest update rate a client may ask for; the server also caps it at its tick rate.
 pub const MAX_UPDATE_HZ: u8 = 60;
+
+/// Longest chat message, in characters (after control characters are removed).
+pub const MAX_CHAT_CHARS: usize = 280;

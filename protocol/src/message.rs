@@ -61,6 +61,32 @@ pub enum ClientMessage {
         /// Updates per second, 1..=the server's tick rate.
         hz: u8,
     },
+    /// Say something on a chat channel.
+    Chat {
+        /// Where.
+        channel: ChatChannel,
+        /// What: at most `limits::MAX_CHAT_CHARS` characters; control
+        /// characters are removed by the server.
+        text: String,
+    },
+}
+
+/// A chat channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatChannel {
+    /// Everyone in the world, on every shard.
+    World,
+}
+
+impl ChatChannel {
+    /// The stable snake_case name, as in JSON.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::World => "world",
+        }
+    }
 }
 
 /// A message from the server to a client.
@@ -135,6 +161,19 @@ pub enum ServerMessage {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+    },
+    /// Someone said something on a chat channel (the sender gets it too).
+    ChatMessage {
+        /// Where.
+        channel: ChatChannel,
+        /// The speaker's account id.
+        from: Uuid,
+        /// The speaker's display name.
+        name: String,
+        /// What was said, control characters removed.
+        text: String,
+        /// When the speaker's shard took it, Unix milliseconds.
+        sent_ms: u64,
     },
 }
 

@@ -97,6 +97,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|client_time_ms| ClientMessage::Ping { client_time_ms }),
         any::<u32>().prop_map(|id| ClientMessage::AckCorrection { id }),
         (1..=limits::MAX_UPDATE_HZ).prop_map(|hz| ClientMessage::SetUpdateRate { hz }),
+        "[a-zA-Z0-9 ü🙂';-]{1,280}".prop_map(|text| ClientMessage::Chat {
+            channel: ChatChannel::World,
+            text,
+        }),
     ]
 }
 
@@ -340,6 +344,39 @@ fn oversized_frames_and_fields_are_refused() {
         .decode_client(br#"{"SetUpdateRate":{"hz":0}}"#)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidValue);
+}
+
+#[test]
+fn chat_longer_than_the_limit_or_empty_is_refused_by_name() {
+    let chat = |text: String| ClientMessage::Chat {
+        channel: ChatChannel::World,
+        text,
+    };
+    for encoding in BOTH {
+        // The limit counts characters, not bytes: 280 emoji are fine.
+        let longest = chat("🙂".repeat(limits::MAX_CHAT_CHARS));
+        assert_eq!(
+            encoding.decode_client(&encoding.encode(&longest)).unwrap(),
+            longest
+        );
+        let err = encoding
+            .decode_client(&encoding.encode(&chat("a".repeat(limits::MAX_CHAT_CHARS + 1))))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidValue, "{err}");
+        assert!(err.to_string().contains("281 characters"), "{err}");
+        let err = encoding
+            .decode_client(&encoding.encode(&chat("\n\u{7}\t".into())))
+            .unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+    let err = Encoding::Json
+        .decode_client(br#"{"Chat":{"channel":"shouting","text":"hi"}}"#)
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::Malformed,
+        "an unknown channel: {err}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use meridian_protocol::{Encoding, ServerMessage};
+use meridian_protocol::{ChatChannel, ClientMessage, Encoding, ErrorCode, ServerMessage};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use util::redis::RedisServer;
@@ -163,6 +163,80 @@ async fn after_a_redis_restart_shards_see_each_other_again_without_a_restart() {
     let resumed = back.elapsed();
     println!("cross-shard visibility back {resumed:?} after Redis returned");
     assert!(resumed < Duration::from_secs(5), "{resumed:?}");
+    b.stop().await;
+    a.stop().await;
+}
+
+fn chat(text: &str) -> ClientMessage {
+    ClientMessage::Chat {
+        channel: ChatChannel::World,
+        text: text.into(),
+    }
+}
+
+/// The next chat line `client` receives: (from, name, text).
+async fn heard(client: &mut Client) -> (Uuid, String, String) {
+    client
+        .until(|m| match m {
+            ServerMessage::ChatMessage {
+                from, name, text, ..
+            } => Some((*from, name.clone(), text.clone())),
+            _ => None,
+        })
+        .await
+}
+
+/// The next error `client` receives: (code, message).
+async fn refused(client: &mut Client) -> (ErrorCode, String) {
+    client
+        .until(|m| match m {
+            ServerMessage::Error { code, message } => Some((*code, message.clone())),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn world_chat_reaches_every_shard_cleaned_and_limited() {
+    let redis = RedisServer::start();
+    let a = shard_on(&redis, "shard-a", None).await;
+    let b = shard_on(&redis, "shard-b", Some(&a.dir)).await;
+    // World chat is world-wide: the two players are 2 km apart.
+    let mut on_a = a
+        .guest_player("arena", offset(CENTER, 0.0, -1_000.0), Encoding::Bincode)
+        .await;
+    let mut on_b = b
+        .guest_player("arena", offset(CENTER, 0.0, 1_000.0), Encoding::Json)
+        .await;
+    // Give both shards a moment to subscribe to the world's chat channel.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    on_a.send(&chat("hello\u{7}\u{1b}[2J from A '; DROP TABLE users; --"))
+        .await;
+    let expected = "hello[2J from A '; DROP TABLE users; --".to_owned();
+    let (from, _, text) = heard(&mut on_b).await;
+    assert_eq!((from, text.as_str()), (on_a.player_id, expected.as_str()));
+    let (from, _, text) = heard(&mut on_a).await;
+    assert_eq!(
+        (from, text),
+        (on_a.player_id, expected),
+        "the speaker hears itself"
+    );
+
+    // Too long: refused by name, and nobody hears it.
+    on_a.send(&chat(&"x".repeat(281))).await;
+    let (code, message) = refused(&mut on_a).await;
+    assert_eq!(code, ErrorCode::InvalidValue);
+    assert!(message.contains("at most 280"), "{message}");
+
+    // A flood: past the burst, messages are refused as rate limited.
+    for i in 0..6 {
+        on_b.send(&chat(&format!("spam {i}"))).await;
+    }
+    let (code, message) = refused(&mut on_b).await;
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+    let (_, _, first) = heard(&mut on_a).await;
+    assert_eq!(first, "spam 0", "the long line was never delivered");
     b.stop().await;
     a.stop().await;
 }

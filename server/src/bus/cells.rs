@@ -11,6 +11,10 @@
 //! snapshot key, ignores its own messages, and hands what it hears to the
 //! worlds as ghosts.
 //!
+//! World chat rides along: each world has a channel `meridian:{world}:chat`
+//! that every shard subscribes to while connected. Chat is not kept: a line
+//! said while Redis is away reaches this shard's players only.
+//!
 //! Redis going away ends the subscription stream (it does not reconnect by
 //! itself): the task then reconnects with backoff, resubscribes and refills
 //! every cell, and republishes everything it holds. Messages published during
@@ -31,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::now_ms;
-use crate::world::{Command, LocalChanges, RemotePlayer, WorldHandle, GHOST_TTL};
+use crate::world::{ChatLine, Command, LocalChanges, RemotePlayer, Shared, WorldHandle, GHOST_TTL};
 
 /// How long a cell stays subscribed after the last player needing it left, so
 /// a player walking along a cell border does not churn subscriptions.
@@ -117,6 +121,10 @@ fn channel(world: Uuid, cell: CellIndex) -> String {
     format!("meridian:{world}:cell:{cell}")
 }
 
+fn chat_channel(world: Uuid) -> String {
+    format!("meridian:{world}:chat")
+}
+
 fn snapshot_key(world: Uuid, cell: CellIndex) -> String {
     format!("meridian:{world}:cellsnap:{cell}")
 }
@@ -149,7 +157,7 @@ impl CellSync {
         shard: &str,
         aoi_m: f64,
         worlds: Vec<WorldHandle>,
-        changes: mpsc::Receiver<LocalChanges>,
+        changes: mpsc::Receiver<Shared>,
         stop: CancellationToken,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
@@ -194,7 +202,7 @@ enum End {
 }
 
 impl Sync {
-    async fn run(mut self, mut changes: mpsc::Receiver<LocalChanges>, stop: CancellationToken) {
+    async fn run(mut self, mut changes: mpsc::Receiver<Shared>, stop: CancellationToken) {
         let mut backoff = RETRY_MIN;
         loop {
             match self.connected(&mut changes, &stop).await {
@@ -210,8 +218,11 @@ impl Sync {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep_until(until) => break,
-                    Some(batch) = changes.recv() => {
-                        self.remember(batch);
+                    Some(shared) = changes.recv() => {
+                        // Chat said meanwhile stays on this shard.
+                        if let Shared::Players(batch) = shared {
+                            self.remember(batch);
+                        }
                     }
                 }
             }
@@ -223,7 +234,7 @@ impl Sync {
     /// then publish and listen until Redis fails or the shard stops.
     async fn connected(
         &mut self,
-        changes: &mut mpsc::Receiver<LocalChanges>,
+        changes: &mut mpsc::Receiver<Shared>,
         stop: &CancellationToken,
     ) -> End {
         let connect = async {
@@ -238,6 +249,11 @@ impl Sync {
                 Err(_) => return End::Broken("connect timed out".into()),
             };
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        for &world in self.worlds.keys() {
+            if let Err(e) = timed(sink.subscribe(chat_channel(world))).await {
+                return End::Broken(e);
+            }
+        }
         let mut subscribed: HashSet<(Uuid, CellIndex)> = HashSet::new();
         // Everything held is republished, so the others' ghosts come back at
         // once after an outage.
@@ -257,8 +273,17 @@ impl Sync {
                         return End::Broken(e);
                     }
                 }
-                batch = changes.recv() => {
-                    let Some(batch) = batch else { return End::Stop };
+                shared = changes.recv() => {
+                    let batch = match shared {
+                        None => return End::Stop,
+                        Some(Shared::Chat(line)) => {
+                            if let Err(e) = self.publish_chat(&mut publisher, &line).await {
+                                return End::Broken(e);
+                            }
+                            continue;
+                        }
+                        Some(Shared::Players(batch)) => batch,
+                    };
                     let world = batch.world_id;
                     let cells = self.remember(batch);
                     let touched = cells.into_iter().map(|c| (world, c)).collect();
@@ -270,8 +295,11 @@ impl Sync {
                     let Some(message) = message else {
                         return End::Broken("subscription closed".into());
                     };
-                    if parse_channel(message.get_channel_name()).is_some() {
+                    let name = message.get_channel_name();
+                    if parse_channel(name).is_some() {
                         self.deliver(message.get_payload_bytes());
+                    } else if name.ends_with(":chat") {
+                        self.deliver_chat(message.get_payload_bytes());
                     }
                 }
             }
@@ -416,6 +444,46 @@ impl Sync {
             .cells
             .store(subscribed.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn publish_chat(
+        &self,
+        publisher: &mut MultiplexedConnection,
+        line: &ChatLine,
+    ) -> Result<(), String> {
+        let bytes = bincode::serde::encode_to_vec(line, bincode::config::standard())
+            .expect("a chat line always encodes");
+        timed(
+            redis::cmd("PUBLISH")
+                .arg(chat_channel(line.world_id))
+                .arg(bytes)
+                .query_async::<()>(publisher),
+        )
+        .await
+    }
+
+    fn deliver_chat(&self, bytes: &[u8]) {
+        let decoded = bincode::serde::decode_from_slice::<ChatLine, _>(
+            bytes,
+            bincode::config::standard().with_limit::<{ 64 << 10 }>(),
+        );
+        let Ok((line, _)) = decoded else {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if line.shard == self.shard {
+            return;
+        }
+        match self.worlds.get(&line.world_id) {
+            Some(world) => {
+                if world.commands.try_send(Command::RemoteChat(line)).is_err() {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn deliver(&self, bytes: &[u8]) {

@@ -22,6 +22,7 @@ use super::limiter::Limiter;
 use super::NetSettings;
 use super::{fanout, frames};
 use crate::store::now_ms;
+use crate::world::chat::{self, CHAT_PER_SECOND};
 use crate::world::{Command, ConnLink, Input};
 
 /// Outbox slots the reader leaves free for the tick's messages (corrections,
@@ -88,6 +89,7 @@ pub async fn run(mut reader: Reader) -> End {
 
 async fn read(reader: &mut Reader) -> End {
     let mut limiter = Limiter::new(reader.settings.client_msg_rate, Instant::now());
+    let mut chat_limiter = Limiter::new(CHAT_PER_SECOND, Instant::now());
     let signals = Arc::clone(&reader.link.signals);
     // Both futures live across the loop: creating a cancellation wait or a
     // timer per frame registers and removes a waker or timer entry each time,
@@ -227,6 +229,31 @@ async fn read(reader: &mut Reader) -> End {
                     .link
                     .signals
                     .set_update_hz(hz.min(reader.settings.tick_hz));
+                continue;
+            }
+            ClientMessage::Chat { channel, text } => {
+                if !chat_limiter.allow(Instant::now()) {
+                    let message = format!(
+                        "chat rate limit: at most {CHAT_PER_SECOND} message(s) a second; message dropped"
+                    );
+                    if refuse(reader, &mut limiter, ErrorCode::RateLimited, message).await {
+                        return End::Dropped;
+                    }
+                    continue;
+                }
+                let command = Command::Chat {
+                    entity: reader.me,
+                    conn_id: reader.link.conn_id,
+                    channel,
+                    text: chat::clean(&text),
+                };
+                if reader.commands.try_send(command).is_err() {
+                    reply(
+                        reader,
+                        error(ErrorCode::ServerBusy, "chat dropped, server busy".into()),
+                    )
+                    .await;
+                }
                 continue;
             }
             ClientMessage::Hello { .. } => {

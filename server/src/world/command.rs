@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use meridian_protocol::LonLat;
+use meridian_protocol::{ChatChannel, LonLat};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::chat::ChatLine;
 use super::ghost::RemotePlayer;
 use super::link::ConnLink;
 use crate::bus::ControlEvent;
@@ -53,6 +54,19 @@ pub enum Command {
     Control(ControlEvent),
     /// The world's areas changed: use these from now on.
     ReplaceAreas(Vec<Area>),
+    /// A connected player said something (text already checked and cleaned).
+    Chat {
+        /// The player's entity id.
+        entity: u32,
+        /// The connection it came from (stale connections are ignored).
+        conn_id: u64,
+        /// Where.
+        channel: ChatChannel,
+        /// What.
+        text: String,
+    },
+    /// A line of chat said on another shard.
+    RemoteChat(ChatLine),
     /// Players of another shard, as it published them: shown here as ghosts.
     Ghosts {
         /// The shard they are on.

@@ -50,6 +50,15 @@ pub struct LocalChanges {
     pub players: Vec<RemotePlayer>,
 }
 
+/// What a world hands the shard-sync task for the other shards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shared {
+    /// Local players that changed (or are due for their republish).
+    Players(LocalChanges),
+    /// A line of world chat said here.
+    Chat(super::chat::ChatLine),
+}
+
 /// What marks a slot's player as a ghost.
 #[derive(Debug, Clone)]
 pub struct Ghost {

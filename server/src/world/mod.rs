@@ -6,6 +6,7 @@
 //! publishes.
 
 pub mod areas;
+pub mod chat;
 pub mod command;
 pub mod geodesy;
 pub mod ghost;
@@ -18,8 +19,9 @@ pub mod snapshot;
 mod spawn;
 mod tick;
 
+pub use chat::ChatLine;
 pub use command::{Command, Input, JoinError, JoinRequest, Joined};
-pub use ghost::{LocalChanges, RemotePlayer, GHOST_TTL};
+pub use ghost::{LocalChanges, RemotePlayer, Shared, GHOST_TTL};
 pub use link::{ConnLink, Outgoing, Signals};
 pub use snapshot::Snapshot;
 pub use tick::{Settings, World, WorldHandle};

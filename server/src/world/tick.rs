@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::areas::AreaIndex;
+use super::chat::ChatLine;
 use super::command::{Command, Input, JoinError, JoinRequest, Joined};
 use super::geodesy::{distance_m, to_ecef};
-use super::ghost::{Ghost, LocalChanges, RemotePlayer};
+use super::ghost::{Ghost, LocalChanges, RemotePlayer, Shared};
 use super::grid::Grid;
 use super::interest::View;
 use super::link::ConnLink;
@@ -121,7 +122,7 @@ pub struct World {
     pending: Arc<PendingPositions>,
     publisher: watch::Sender<Arc<Snapshot>>,
     /// Where local players' changes go for the other shards, if there are any.
-    share: Option<mpsc::Sender<LocalChanges>>,
+    share: Option<mpsc::Sender<Shared>>,
     /// Batches of local changes dropped because the sharing task was behind.
     share_drops: u64,
     /// Ghosts among the players.
@@ -173,7 +174,7 @@ impl World {
     /// Publish local players' changes for the other shards through `sender`
     /// (the shard-sync task's queue, shared by every world): every tick, the
     /// players that changed, and each of the others at least once a second.
-    pub fn share_with(&mut self, sender: mpsc::Sender<LocalChanges>) {
+    pub fn share_with(&mut self, sender: mpsc::Sender<Shared>) {
         self.share = Some(sender);
     }
 
@@ -324,10 +325,50 @@ impl World {
             }
             Command::Control(event) => self.control(event),
             Command::ReplaceAreas(areas) => self.replace_areas(&areas),
+            Command::Chat {
+                entity,
+                conn_id,
+                channel,
+                text,
+            } => {
+                let Some((from, name)) = self
+                    .player_mut(entity)
+                    .filter(|p| p.link.as_ref().is_some_and(|l| l.conn_id == conn_id))
+                    .map(|p| (p.user_id, p.name.to_string()))
+                else {
+                    return;
+                };
+                let line = ChatLine {
+                    world_id: self.def.id,
+                    shard: self.settings.shard_id.clone(),
+                    channel,
+                    from,
+                    name,
+                    text,
+                    sent_ms: now_ms() as u64,
+                };
+                self.say(&line);
+                if let Some(share) = &self.share {
+                    if share.try_send(Shared::Chat(line)).is_err() {
+                        self.share_drops += 1;
+                    }
+                }
+            }
+            Command::RemoteChat(line) => self.say(&line),
             Command::Ghosts { shard, players } => {
                 for remote in players {
                     self.ghost(&shard, remote, now);
                 }
+            }
+        }
+    }
+
+    /// Deliver a chat line to every connected local player of the world.
+    fn say(&self, line: &ChatLine) {
+        let message = line.message();
+        for player in self.slots.iter().flatten() {
+            if let Some(link) = &player.link {
+                link.send(message.clone());
             }
         }
     }
@@ -920,7 +961,7 @@ impl World {
             tick,
             players,
         };
-        match share.try_send(changes) {
+        match share.try_send(Shared::Players(changes)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.share_drops += 1,
             // The sync task is gone (shutting down): stop sharing.
@@ -1195,7 +1236,9 @@ mod tests {
         );
         answer_a.await.unwrap().unwrap();
         answer_b.await.unwrap().unwrap();
-        let first = shared.try_recv().unwrap();
+        let Shared::Players(first) = shared.try_recv().unwrap() else {
+            panic!("players first");
+        };
         let mut users: Vec<Uuid> = first.players.iter().map(|p| p.user_id).collect();
         users.sort();
         let mut expected = vec![a, b];
@@ -1210,7 +1253,10 @@ mod tests {
         }
         now += TICK;
         world.tick(now, Vec::new());
-        assert_eq!(shared.try_recv().unwrap().players.len(), 2);
+        let Shared::Players(again) = shared.try_recv().unwrap() else {
+            panic!("players");
+        };
+        assert_eq!(again.players.len(), 2);
     }
 
     #[test]
