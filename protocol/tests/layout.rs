@@ -100,3 +100,12 @@ fn unit_enums_inside_messages_are_varint_indices() {
     };
     assert_eq!(bytes(&message), [5, 2, 1, 251, 0x88, 0x13, 0]);
 }
+
+#[test]
+fn a_chat_is_its_index_the_channel_index_and_a_string() {
+    let chat = ClientMessage::Chat {
+        channel: ChatChannel::World,
+        text: "hi".into(),
+    };
+    assert_eq!(bytes(&chat), [5, 0, 2, b'h', b'i']);
+}
