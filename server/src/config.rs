@@ -41,7 +41,9 @@ pub struct ServeArgs {
     /// Directory for the embedded SQLite database and the development JWT secret [default: ./data].
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// This shard's name, shown to clients in `Welcome` [default: shard-1].
+    /// This shard's name (letters, digits, `.`, `_`, `-`), shown to clients in
+    /// `Welcome` [default: shard-1]. Required with REDIS_URL, and different on
+    /// every shard: a shard refuses to start while another holds its id.
     #[arg(long, env = "SHARD_ID")]
     pub shard_id: Option<String>,
     /// World ticks per second, 1..=60 [default: 20].
@@ -89,7 +91,9 @@ pub struct ServeArgs {
     /// [default: none: the embedded SQLite store in DATA_DIR]. Requires JWT_SECRET.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Redis for sessions and caches, e.g. `redis://host:6379` [default: none].
+    /// Redis for sessions and caches, and for the shards sharing it: control
+    /// events (session revocations, kicks, area changes) and which shards are alive, e.g.
+    /// `redis://host:6379` [default: none: one shard alone]. Requires SHARD_ID.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Most PostgreSQL connections in the pool [default: 10].
@@ -288,7 +292,7 @@ impl ServeArgs {
             game_addr: pick!(game_addr).unwrap_or(d.game_addr),
             ops_addr: pick!(ops_addr).unwrap_or(d.ops_addr),
             data_dir: pick!(data_dir).unwrap_or(d.data_dir),
-            shard_id: pick!(shard_id).unwrap_or(d.shard_id),
+            shard_id: pick_text!(shard_id).unwrap_or(d.shard_id),
             tick_hz: pick!(tick_hz).unwrap_or(d.tick_hz),
             flush_interval: pick!(flush_interval_ms)
                 .map_or(d.flush_interval, Duration::from_millis),
@@ -314,6 +318,15 @@ impl ServeArgs {
             migrate_on_start: !(self.no_migrate || file.no_migrate),
         };
         config.validate()?;
+        if config.redis_url.is_some() && pick_text!(shard_id).is_none() {
+            // Shards sharing a Redis are told apart by their ids, and the
+            // default one would be the same on every shard.
+            return Err(ConfigError::Invalid {
+                name: "SHARD_ID",
+                reason: "is required when REDIS_URL is set (a different one for every shard)"
+                    .into(),
+            });
+        }
         Ok(config)
     }
 }
@@ -406,6 +419,18 @@ impl Config {
         if self.shard_id.is_empty() || self.shard_id.len() > 64 {
             return invalid("SHARD_ID", "must be 1 to 64 characters");
         }
+        // The id is part of Redis keys (`meridian:shard:{id}:owner`): a colon
+        // could make one shard's key another's.
+        if !self
+            .shard_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid(
+                "SHARD_ID",
+                "may hold only letters, digits, '.', '_' and '-'",
+            );
+        }
         Ok(())
     }
 
@@ -485,6 +510,29 @@ mod tests {
         assert_eq!(config.db_pool.min_connections, 1);
         assert_eq!(config.db_pool.acquire_timeout, Duration::from_secs(5));
         assert!(!config.migrate_on_start);
+    }
+
+    #[test]
+    fn a_redis_url_needs_an_explicit_shard_id() {
+        let args = ServeArgs {
+            redis_url: Some("redis://localhost:6379".into()),
+            ..ServeArgs::default()
+        };
+        let error = args.into_config().unwrap_err().to_string();
+        assert!(error.contains("SHARD_ID"), "{error}");
+        assert!(error.contains("REDIS_URL"), "{error}");
+        let args = ServeArgs {
+            redis_url: Some("redis://localhost:6379".into()),
+            shard_id: Some("shard-a".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(args.into_config().unwrap().shard_id, "shard-a");
+        let args = ServeArgs {
+            shard_id: Some("a:owner".into()),
+            ..ServeArgs::default()
+        };
+        let error = args.into_config().unwrap_err().to_string();
+        assert!(error.contains("SHARD_ID"), "{error}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, AuthError};
 use crate::bus::cells::{CellSync, CHANGES_CAPACITY};
-use crate::bus::{Bus, ControlEvent, LocalBus};
+use crate::bus::{Bus, BusError, ControlEvent, LocalBus, RedisBus};
 use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
 use crate::ops::{self, OpsState};
@@ -52,9 +52,12 @@ pub enum ServerError {
     /// The Redis URL is unusable (Redis being down is not an error).
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
-    /// The shard-sync connection could not be set up (an invalid `REDIS_URL`).
-    #[error("shard sync: {0}")]
+    /// The player sync could not be set up (an invalid `REDIS_URL`).
+    #[error("player sync: {0}")]
     Sync(redis::RedisError),
+    /// The shard sync could not start (another shard holds this SHARD_ID).
+    #[error("shard sync: {0}")]
+    Bus(#[from] BusError),
     /// The account service could not start.
     #[error("accounts: {0}")]
     Auth(#[from] AuthError),
@@ -73,6 +76,8 @@ pub struct Server {
     ops: TcpListener,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    /// The same bus when it is Redis's, for its presence and shutdown.
+    redis_bus: Option<Arc<RedisBus>>,
     auth: Arc<Auth>,
     pending: Arc<PendingPositions>,
     worlds: HashMap<String, WorldHandle>,
@@ -91,6 +96,12 @@ impl Server {
     /// # Errors
     /// `ServerError` if the data directory, store, accounts or a port fail.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        // First, so that a second shard with this id stops before it touches
+        // the store.
+        let redis_bus = match config.redis_url.as_deref() {
+            Some(url) => Some(Arc::new(RedisBus::start(url, &config.shard_id).await?)),
+            None => None,
+        };
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -107,7 +118,10 @@ impl Server {
         let store = database.store();
         crate::demo::seed_if_empty(store.as_ref()).await?;
         let store = CachedStore::wrap(store, config.redis_url.as_deref())?;
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let bus: Arc<dyn Bus> = match &redis_bus {
+            Some(bus) => Arc::clone(bus) as Arc<dyn Bus>,
+            None => Arc::new(LocalBus::default()),
+        };
         let auth = Arc::new(Auth::new(&config, Arc::clone(&store), Arc::clone(&bus)).await?);
 
         let stop = CancellationToken::new();
@@ -162,12 +176,26 @@ impl Server {
         };
         let game = bind(config.game_addr).await?;
         let ops = bind(config.ops_addr).await?;
+        if let Some(bus) = &redis_bus {
+            let snapshots: Vec<_> = worlds.values().map(|w| w.snapshots.clone()).collect();
+            bus.announce(
+                game.local_addr().map_err(ServerError::Serve)?,
+                ops.local_addr().map_err(ServerError::Serve)?,
+                move || {
+                    snapshots
+                        .iter()
+                        .map(|s| s.borrow().population() as u64)
+                        .sum()
+                },
+            );
+        }
         Ok(Self {
             config,
             game,
             ops,
             store,
             bus,
+            redis_bus,
             auth,
             pending,
             worlds,
@@ -281,6 +309,11 @@ impl Server {
         let _ = flusher.await;
         let served = game.await;
         let _ = ops.await;
+        // 4. Last: control events sent during shutdown get out, and the shard
+        //    id is released for a successor.
+        if let Some(bus) = &self.redis_bus {
+            bus.shutdown().await;
+        }
         tracing::info!("shutdown complete");
         match served {
             Ok(Err(err)) => Err(ServerError::Serve(err)),

@@ -1,15 +1,20 @@
-//! Shard sync: the `Bus` trait through which shards share control events (and,
-//! with the Redis implementation, players' states), and the in-process
-//! implementation used by the embedded single-shard mode.
+//! Shard sync: the `Bus` trait through which shards share control events, the
+//! in-process implementation used by a shard alone, and the Redis one used by
+//! shards that share a Redis (`REDIS_URL`).
 
 pub mod cells;
 pub mod local;
+pub mod presence;
+pub mod redis;
+pub mod stream;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use self::redis::{BusError, BusStats, RedisBus};
 pub use local::LocalBus;
+pub use presence::ShardRecord;
 
 /// An event every shard must apply, this one included. Control events must not
 /// be lost: the Redis implementation carries them on a stream that each shard

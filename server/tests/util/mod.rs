@@ -645,25 +645,40 @@ impl ServerProcess {
         Self::start_with_env(dir, flush_interval, &[]).await
     }
 
-    /// Like `start`, with more environment variables (e.g. `REDIS_URL`,
-    /// `SHARD_ID`, `DATABASE_URL`).
-    pub async fn start_with_env(
+    /// `meridian serve` on `dir` on free loopback ports, with no setting
+    /// from this process's environment but `vars`.
+    pub fn command(
         dir: &Path,
-        flush_interval: Duration,
-        env: &[(&str, &str)],
-    ) -> Self {
+        vars: &[(&str, &str)],
+    ) -> (std::process::Command, SocketAddr, SocketAddr) {
         let (game, ops) = (free_addr(), free_addr());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"));
+        command
             .arg("serve")
             .env_remove("MERIDIAN_CONFIG")
+            .env_remove("SHARD_ID")
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
             .env("DATA_DIR", dir)
             .env("GAME_ADDR", game.to_string())
             .env("OPS_ADDR", ops.to_string())
             .env("JWT_SECRET", "process-test-secret-0123456789abcdef")
-            .env("FLUSH_INTERVAL_MS", flush_interval.as_millis().to_string())
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null());
+        (command, game, ops)
+    }
+
+    /// Like `start`, with more environment variables.
+    pub async fn start_with_env(
+        dir: &Path,
+        flush_interval: Duration,
+        vars: &[(&str, &str)],
+    ) -> Self {
+        let flush = flush_interval.as_millis().to_string();
+        let (mut command, game, ops) = Self::command(dir, vars);
+        let child = command
+            .env("FLUSH_INTERVAL_MS", flush)
             .spawn()
             .expect("the meridian binary starts");
         let mut server = Self {
