@@ -184,9 +184,9 @@ async fn unknown_message_types_get_unknown_type_and_the_socket_stays_open() {
                 br#"{"Teleport":{}}"#.to_vec(),
                 br#"{"Teleport":{"lon":0,"lat":0}}"#.to_vec(),
             ],
-            // 5 is the first index past `SetUpdateRate`; 251 announces a u16
-            // varint (10 000).
-            Encoding::Bincode => vec![vec![200], vec![5, 1, 2, 3], vec![251, 0x10, 0x27]],
+            // 6 is the first index past `Chat`; 251 announces a u16 varint
+            // (10 000).
+            Encoding::Bincode => vec![vec![200], vec![6, 1, 2, 3], vec![251, 0x10, 0x27]],
         };
         for bytes in bad {
             let what = format!("{encoding:?} {bytes:?}");
