@@ -250,6 +250,7 @@ impl Server {
             self.default_world.clone(),
             Arc::clone(&self.auth),
             Arc::clone(&self.store),
+            Arc::clone(&self.bus),
             NetSettings::from_config(&self.config),
             self.stop.clone(),
         ));

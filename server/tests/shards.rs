@@ -6,12 +6,16 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use meridian_protocol::{ChatChannel, ClientMessage, Encoding, ErrorCode, ServerMessage};
+use meridian_protocol::{
+    ChatChannel, ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage,
+};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use util::redis::RedisServer;
 use util::{offset, Client, TestServer, CENTER};
 use uuid::Uuid;
+
+const FLUSH: Duration = Duration::from_millis(200);
 
 async fn shard_on(redis: &RedisServer, id: &str, dir: Option<&std::path::Path>) -> TestServer {
     let url = redis.url();
@@ -19,6 +23,7 @@ async fn shard_on(redis: &RedisServer, id: &str, dir: Option<&std::path::Path>) 
     let adjust = move |c: &mut meridian_server::Config| {
         c.redis_url = Some(url);
         c.shard_id = id;
+        c.flush_interval = FLUSH;
     };
     match dir {
         Some(dir) => TestServer::start_in(dir, adjust).await,
@@ -237,6 +242,50 @@ async fn world_chat_reaches_every_shard_cleaned_and_limited() {
     assert_eq!(code, ErrorCode::RateLimited, "{message}");
     let (_, _, first) = heard(&mut on_a).await;
     assert_eq!(first, "spam 0", "the long line was never delivered");
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_on_another_shard_kicks_the_first_and_continues_where_it_was() {
+    let redis = RedisServer::start();
+    let a = shard_on(&redis, "shard-a", None).await;
+    let b = shard_on(&redis, "shard-b", Some(&a.dir)).await;
+    let device = "one-phone-0123456789abcdef";
+    let (user, token) = a.guest(Some(device)).await;
+    a.place(user, "arena", offset(CENTER, 0.0, -400.0)).await;
+    let mut first = Client::connect(a.game, Encoding::Bincode, Some(&token), Some("arena"))
+        .await
+        .unwrap();
+    first.welcome().await;
+    for _ in 0..3 {
+        step(&mut first, 3.0, u32::MAX).await;
+    }
+    let last = first.position;
+    // Flushed by now.
+    tokio::time::sleep(FLUSH * 3).await;
+
+    let (again, token) = b.guest(Some(device)).await;
+    assert_eq!(again, user, "the same account");
+    let mut second = Client::connect(b.game, Encoding::Json, Some(&token), Some("arena"))
+        .await
+        .unwrap();
+    second.welcome().await;
+    assert!(
+        (second.position.lon - last.lon).abs() < 1e-9
+            && (second.position.lat - last.lat).abs() < 1e-9,
+        "continues where it was: {:?} vs {last:?}",
+        second.position
+    );
+    let reason = first
+        .until(|m| match m {
+            ServerMessage::Kicked { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, KickReason::LoggedInElsewhere);
+    // The new login plays on.
+    step(&mut second, 2.0, u32::MAX).await;
     b.stop().await;
     a.stop().await;
 }

@@ -36,6 +36,17 @@ pub enum ControlEvent {
         /// The world.
         world_id: Uuid,
     },
+    /// An account logged in with this fencing epoch: a shard holding an older
+    /// login of it kicks that one (`logged_in_elsewhere`), so the account is
+    /// online once across all shards.
+    LoggedIn {
+        /// The account.
+        user_id: Uuid,
+        /// The new login's epoch.
+        epoch: u64,
+        /// The shard it logged in on (which takes the player over itself).
+        shard: String,
+    },
 }
 
 /// The shards' shared channel. Calls never block: they hand work to a

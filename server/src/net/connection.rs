@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{fanout, frames, reader, Gateway, AUTH_TIMEOUT};
 use crate::auth::{AuthError, Identity};
+use crate::bus::ControlEvent;
 use crate::world::{Command, ConnLink, JoinError, JoinRequest, Joined, Outgoing, WorldHandle};
 
 /// Why a socket was refused before it joined: what to tell the client, and how to close.
@@ -219,6 +220,13 @@ async fn establish(
         .next_epoch(identity.user_id)
         .await
         .map_err(store_error)?;
+    // Any other shard holding an older login of this account drops it
+    // (`Kicked { logged_in_elsewhere }`) and hands its position to its flusher.
+    gateway.bus.send_control(ControlEvent::LoggedIn {
+        user_id: identity.user_id,
+        epoch,
+        shard: gateway.settings.shard_id.clone(),
+    });
     let stored = gateway
         .store
         .position(identity.user_id, world.id)

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::bus::Bus;
 use crate::store::Store;
 use crate::world::interest::View;
 use crate::world::WorldHandle;
@@ -49,6 +50,8 @@ pub struct NetSettings {
     pub idle_timeout: Duration,
     /// Messages per second a client may send.
     pub client_msg_rate: u32,
+    /// This shard's name, in the logins it announces.
+    pub shard_id: String,
 }
 
 impl NetSettings {
@@ -60,6 +63,7 @@ impl NetSettings {
             view: View::new(config.aoi_radius_m, config.aoi_max),
             idle_timeout: config.idle_timeout,
             client_msg_rate: config.client_msg_rate,
+            shard_id: config.shard_id.clone(),
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
     /// Where positions and epochs are loaded from.
     pub store: Arc<dyn Store>,
+    /// Where a login is announced, so that other shards drop an older one.
+    pub bus: Arc<dyn Bus>,
     /// Per-connection settings.
     pub settings: NetSettings,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -95,6 +101,7 @@ impl Gateway {
         default_world: String,
         auth: Arc<Auth>,
         store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
         settings: NetSettings,
         shutdown: CancellationToken,
     ) -> Self {
@@ -116,6 +123,7 @@ impl Gateway {
         Self {
             worlds,
             fanouts,
+            bus,
             default_world,
             auth,
             store,

@@ -632,6 +632,18 @@ impl World {
                     self.remove(slot, Some(KickReason::Admin));
                 }
             }
+            // On its own shard the join itself takes the player over, in place.
+            ControlEvent::LoggedIn { shard, .. } if shard == self.settings.shard_id => {}
+            ControlEvent::LoggedIn { user_id, epoch, .. } => {
+                let older = self.by_user.get(&user_id).copied().filter(|&slot| {
+                    self.slots[slot as usize]
+                        .as_ref()
+                        .is_some_and(|p| p.ghost.is_none() && p.epoch < epoch)
+                });
+                if let Some(slot) = older {
+                    self.remove(slot, Some(KickReason::LoggedInElsewhere));
+                }
+            }
             // The areas themselves arrive as `Command::ReplaceAreas`, loaded
             // from the store by the shard's control task (the tick does no I/O).
             ControlEvent::AreasChanged { .. } => {}
