@@ -273,6 +273,7 @@ impl Server {
                 default_world: self.default_world.clone(),
                 worlds: self.worlds.values().cloned().collect(),
                 shard: ops::ShardInfo::new(&self.config),
+                sync: self.cell_sync.as_ref().map(|sync| Arc::clone(&sync.stats)),
             }),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

@@ -95,6 +95,36 @@ async fn players_on_two_shards_see_each_other_near_and_not_far() {
     let seen = moved.position();
     assert!((seen.lon - to.lon).abs() < 1e-6 && (seen.lat - to.lat).abs() < 1e-6);
 
+    // Shard A reports the sync and the ghost; Redis says where B's player is.
+    let (_, status) = a.ops_get("/api/status").await;
+    let sync = &status["sync"];
+    assert!(sync["batches_received"].as_u64().unwrap() > 0, "{status}");
+    assert!(sync["lag_ms"].as_u64().unwrap() < 1_000, "{status}");
+    let arena = status["worlds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "arena")
+        .unwrap();
+    // One ghost: the player 2 km away is in cells shard A does not follow.
+    assert_eq!(
+        (arena["players"].as_u64(), arena["ghosts"].as_u64()),
+        (Some(1), Some(1)),
+        "{status}"
+    );
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let owner: String = redis::cmd("GET")
+        .arg(format!("meridian:player:{}", on_b.player_id))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let owner: serde_json::Value = serde_json::from_str(&owner).unwrap();
+    assert_eq!(owner["shard"], "shard-b", "{owner}");
+
     // 2 km away on B: never in view on A, nor A in its view.
     never_sees(&mut on_a, far.player_id, Duration::from_secs(2)).await;
     never_sees(&mut far, on_a.player_id, Duration::from_millis(200)).await;

@@ -51,6 +51,11 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long one Redis command may take before the connection counts as broken.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often every local player's `meridian:player:{id}` key is renewed, and
+/// how long it lives unrenewed.
+const PLAYER_KEY_EVERY: Duration = Duration::from_secs(10);
+const PLAYER_KEY_TTL: Duration = Duration::from_secs(30);
+
 /// Local changes queued from all worlds before the ticks drop them.
 pub const CHANGES_CAPACITY: usize = 256;
 
@@ -98,6 +103,29 @@ pub struct CellStats {
     pub connects: AtomicU64,
     /// Cells currently subscribed.
     pub cells: AtomicU64,
+    /// Age of the last batch received from another shard when it arrived,
+    /// in milliseconds (clocks of different machines included): the bus lag.
+    pub lag_ms: AtomicU64,
+    /// The largest such age since start.
+    pub max_lag_ms: AtomicU64,
+}
+
+impl CellStats {
+    /// The counters as JSON, for `/api/status`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "batches_published": get(&self.published),
+            "batches_received": get(&self.received),
+            "batches_rejected": get(&self.rejected),
+            "batches_dropped": get(&self.dropped),
+            "connects": get(&self.connects),
+            "cells_subscribed": get(&self.cells),
+            "lag_ms": get(&self.lag_ms),
+            "max_lag_ms": get(&self.max_lag_ms),
+        })
+    }
 }
 
 /// The smallest H3 cells whose inner radius still covers `aoi_m`, so that a
@@ -265,9 +293,15 @@ impl Sync {
             return End::Broken(e);
         }
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut player_keys = tokio::time::interval(PLAYER_KEY_EVERY);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return End::Stop,
+                _ = player_keys.tick() => {
+                    if let Err(e) = self.renew_player_keys(&mut publisher, None).await {
+                        return End::Broken(e);
+                    }
+                }
                 _ = housekeeping.tick() => {
                     if let Err(e) = self.resubscribe(&mut sink, &mut publisher, &mut subscribed).await {
                         return End::Broken(e);
@@ -285,10 +319,22 @@ impl Sync {
                         Some(Shared::Players(batch)) => batch,
                     };
                     let world = batch.world_id;
+                    let before = self.locals.len();
+                    let newcomers: Vec<(Uuid, Uuid)> = batch
+                        .players
+                        .iter()
+                        .map(|p| (world, p.user_id))
+                        .filter(|k| !self.locals.contains_key(k))
+                        .collect();
                     let cells = self.remember(batch);
                     let touched = cells.into_iter().map(|c| (world, c)).collect();
                     if let Err(e) = self.publish(&mut publisher, touched).await {
                         return End::Broken(e);
+                    }
+                    if self.locals.len() > before || !newcomers.is_empty() {
+                        if let Err(e) = self.renew_player_keys(&mut publisher, Some(&newcomers)).await {
+                            return End::Broken(e);
+                        }
                     }
                 }
                 message = stream.next() => {
@@ -446,6 +492,40 @@ impl Sync {
         Ok(())
     }
 
+    /// Say which shard local players are on, and with which epoch, in
+    /// `meridian:player:{id}` (for operators and placement), in one pipelined
+    /// round trip; a key lives `PLAYER_KEY_TTL` unrenewed. Only `keys`, or
+    /// every local player when `None`.
+    async fn renew_player_keys(
+        &self,
+        publisher: &mut MultiplexedConnection,
+        keys: Option<&[(Uuid, Uuid)]>,
+    ) -> Result<(), String> {
+        let locals: Vec<&Local> = match keys {
+            Some(keys) => keys.iter().filter_map(|k| self.locals.get(k)).collect(),
+            None => self.locals.values().collect(),
+        };
+        if locals.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let ttl_ms = PLAYER_KEY_TTL.as_millis() as u64;
+        for local in locals {
+            let value = serde_json::json!({
+                "shard": self.shard,
+                "epoch": local.player.epoch,
+            })
+            .to_string();
+            pipe.pset_ex(
+                format!("meridian:player:{}", local.player.user_id),
+                value,
+                ttl_ms,
+            )
+            .ignore();
+        }
+        timed(pipe.query_async::<()>(publisher)).await
+    }
+
     async fn publish_chat(
         &self,
         publisher: &mut MultiplexedConnection,
@@ -501,6 +581,9 @@ impl Sync {
             return;
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let lag = u64::try_from(now_ms() - batch.sent_ms).unwrap_or(0);
+        self.stats.lag_ms.store(lag, Ordering::Relaxed);
+        self.stats.max_lag_ms.fetch_max(lag, Ordering::Relaxed);
         let Some(world) = self.worlds.get(&batch.world_id) else {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return;

@@ -33,6 +33,8 @@ pub struct OpsState {
     pub worlds: Vec<crate::world::WorldHandle>,
     /// Facts about the shard for `/api/status`.
     pub shard: ShardInfo,
+    /// The player sync's counters, with Redis.
+    pub sync: Option<Arc<crate::bus::cells::CellStats>>,
 }
 
 /// The ops routes.

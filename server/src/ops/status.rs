@@ -56,6 +56,7 @@ pub(super) async fn status(State(state): State<OpsState>) -> impl IntoResponse {
             json!({
                 "name": world.name,
                 "players": snapshot.population(),
+                "ghosts": snapshot.ghosts,
                 "tick": snapshot.tick,
                 "tick_us": {
                     "p50": s.p50_us,
@@ -83,5 +84,6 @@ pub(super) async fn status(State(state): State<OpsState>) -> impl IntoResponse {
         "pending_positions": state.pending.len(),
         "flush_failing": state.pending.is_failing(),
         "worlds": worlds,
+        "sync": state.sync.as_ref().map(|stats| stats.to_json()),
     }))
 }
