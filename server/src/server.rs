@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::net::{self, Gateway, NetSettings};
 use crate::ops::{self, OpsState};
 use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
+use crate::store::RedisCache;
 use crate::store::{
     CacheError, CachedStore, Database, Flusher, PendingPositions, PgStore, Store, StoreError,
 };
@@ -84,6 +85,8 @@ pub struct Server {
     world_tasks: Vec<JoinHandle<()>>,
     /// Players shared with the other shards, with Redis.
     cell_sync: Option<CellSync>,
+    /// Where joins look up a player's newest state on another shard.
+    handover: Option<RedisCache>,
     default_world: String,
     /// Cancelled to stop accepting, kick everyone and stop the ticks.
     stop: CancellationToken,
@@ -154,6 +157,10 @@ impl Server {
             world_tasks.push(task);
         }
         drop(share);
+        let handover = match &config.redis_url {
+            Some(url) => Some(RedisCache::open(url)?),
+            None => None,
+        };
         let cell_sync = match &config.redis_url {
             Some(url) => Some(
                 CellSync::spawn(
@@ -201,6 +208,7 @@ impl Server {
             worlds,
             world_tasks,
             cell_sync,
+            handover,
             default_world,
             stop,
         })
@@ -251,6 +259,7 @@ impl Server {
             Arc::clone(&self.auth),
             Arc::clone(&self.store),
             Arc::clone(&self.bus),
+            self.handover.clone(),
             NetSettings::from_config(&self.config),
             self.stop.clone(),
         ));

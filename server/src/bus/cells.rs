@@ -204,8 +204,51 @@ impl CellSync {
     }
 }
 
+/// What `meridian:player:{id}` holds: where an account plays, and the cell
+/// whose snapshot hash has its newest state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerKey {
+    /// The shard it is on.
+    pub shard: String,
+    /// The epoch of its login there.
+    pub epoch: u64,
+    /// The world.
+    pub world: Uuid,
+    /// Its H3 cell.
+    pub cell: String,
+}
+
+fn player_key(user: Uuid) -> String {
+    format!("meridian:player:{user}")
+}
+
+/// The newest state of `user` in `world` that another shard published, found
+/// through its player key and its cell's snapshot hash: how a shard taking a
+/// player over learns where it stands now, fresher than the last flush.
+/// `None` when Redis does not know (or does not answer).
+pub async fn last_published(
+    cache: &crate::store::RedisCache,
+    world: Uuid,
+    user: Uuid,
+) -> Option<RemotePlayer> {
+    let key: PlayerKey = serde_json::from_str(&cache.get(&player_key(user)).await.ok()??).ok()?;
+    if key.world != world {
+        return None;
+    }
+    let cell: CellIndex = key.cell.parse().ok()?;
+    let bytes = cache
+        .hget_bytes(&snapshot_key(world, cell), &key.shard)
+        .await
+        .ok()??;
+    CellBatch::decode(&bytes)?
+        .players
+        .into_iter()
+        .find(|p| p.user_id == user)
+}
+
 /// A local player as last published.
 struct Local {
+    world: Uuid,
     cell: CellIndex,
     player: RemotePlayer,
     seen: Instant,
@@ -319,19 +362,25 @@ impl Sync {
                         Some(Shared::Players(batch)) => batch,
                     };
                     let world = batch.world_id;
-                    let before = self.locals.len();
+                    // New players, and players who changed cells: their player
+                    // key must point at the cell that holds their newest state.
+                    let resolution = self.resolution;
                     let newcomers: Vec<(Uuid, Uuid)> = batch
                         .players
                         .iter()
+                        .filter(|p| {
+                            self.locals.get(&(world, p.user_id)).is_none_or(|l| {
+                                Some(l.cell) != cell_of(p, resolution)
+                            })
+                        })
                         .map(|p| (world, p.user_id))
-                        .filter(|k| !self.locals.contains_key(k))
                         .collect();
                     let cells = self.remember(batch);
                     let touched = cells.into_iter().map(|c| (world, c)).collect();
                     if let Err(e) = self.publish(&mut publisher, touched).await {
                         return End::Broken(e);
                     }
-                    if self.locals.len() > before || !newcomers.is_empty() {
+                    if !newcomers.is_empty() {
                         if let Err(e) = self.renew_player_keys(&mut publisher, Some(&newcomers)).await {
                             return End::Broken(e);
                         }
@@ -374,6 +423,7 @@ impl Sync {
             self.locals.insert(
                 key,
                 Local {
+                    world: changes.world_id,
                     cell,
                     player,
                     seen: now,
@@ -511,11 +561,13 @@ impl Sync {
         let mut pipe = redis::pipe();
         let ttl_ms = PLAYER_KEY_TTL.as_millis() as u64;
         for local in locals {
-            let value = serde_json::json!({
-                "shard": self.shard,
-                "epoch": local.player.epoch,
+            let value = serde_json::to_string(&PlayerKey {
+                shard: self.shard.clone(),
+                epoch: local.player.epoch,
+                world: local.world,
+                cell: local.cell.to_string(),
             })
-            .to_string();
+            .expect("a player key always encodes");
             pipe.pset_ex(
                 format!("meridian:player:{}", local.player.user_id),
                 value,

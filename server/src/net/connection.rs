@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{fanout, frames, reader, Gateway, AUTH_TIMEOUT};
 use crate::auth::{AuthError, Identity};
-use crate::bus::ControlEvent;
+use crate::bus::{cells, ControlEvent};
+use crate::store::StoredPosition;
+use crate::world::RemotePlayer;
 use crate::world::{Command, ConnLink, JoinError, JoinRequest, Joined, Outgoing, WorldHandle};
 
 /// Why a socket was refused before it joined: what to tell the client, and how to close.
@@ -232,6 +234,16 @@ async fn establish(
         .position(identity.user_id, world.id)
         .await
         .map_err(store_error)?;
+    // A player playing on another shard until now stands where that shard
+    // last published it, which may be newer than its last flush.
+    let stored = match &gateway.handover {
+        Some(cache) => newest(
+            stored,
+            cells::last_published(cache, world.id, identity.user_id).await,
+            world.id,
+        ),
+        None => stored,
+    };
     let (reply, answer) = oneshot::channel();
     let command = Command::Join {
         request: JoinRequest {
@@ -351,5 +363,29 @@ async fn read_hello(
                 "authentication required",
             )),
         };
+    }
+}
+
+/// The newer, by `(epoch, seq)`, of a stored position and a published one.
+fn newest(
+    stored: Option<StoredPosition>,
+    published: Option<RemotePlayer>,
+    world_id: uuid::Uuid,
+) -> Option<StoredPosition> {
+    let Some(published) = published else {
+        return stored;
+    };
+    let from_redis = StoredPosition {
+        user_id: published.user_id,
+        world_id,
+        position: published.position,
+        heading: published.heading,
+        epoch: published.epoch,
+        seq: published.seq,
+        updated_at_ms: crate::store::now_ms(),
+    };
+    match stored {
+        Some(s) if (s.epoch, s.seq) >= (published.epoch, published.seq) => Some(s),
+        _ => Some(from_redis),
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::bus::Bus;
-use crate::store::Store;
+use crate::store::{RedisCache, Store};
 use crate::world::interest::View;
 use crate::world::WorldHandle;
 
@@ -83,6 +83,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     /// Where a login is announced, so that other shards drop an older one.
     pub bus: Arc<dyn Bus>,
+    /// With Redis: where a player taken over from another shard stands now.
+    pub handover: Option<RedisCache>,
     /// Per-connection settings.
     pub settings: NetSettings,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -102,6 +104,7 @@ impl Gateway {
         auth: Arc<Auth>,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        handover: Option<RedisCache>,
         settings: NetSettings,
         shutdown: CancellationToken,
     ) -> Self {
@@ -124,6 +127,7 @@ impl Gateway {
             worlds,
             fanouts,
             bus,
+            handover,
             default_world,
             auth,
             store,

@@ -123,6 +123,16 @@ impl RedisCache {
             .await
     }
 
+    /// The bytes of field `field` of hash `key`, or `None` if either is missing.
+    ///
+    /// # Errors
+    /// `CacheError` if Redis does not answer in time or fails.
+    pub async fn hget_bytes(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut connection = self.connection.clone();
+        self.call("HGET", async move { connection.hget(key, field).await })
+            .await
+    }
+
     /// Set `key` to `value`, expiring after `ttl` (at least one millisecond).
     ///
     /// # Errors
