@@ -16,7 +16,7 @@ use crate::auth::{self, Auth, AuthError};
 use crate::bus::cells::{CellSync, CHANGES_CAPACITY};
 use crate::bus::{Bus, BusError, ControlEvent, LocalBus, RedisBus};
 use crate::config::Config;
-use crate::net::{self, Gateway, NetSettings};
+use crate::net::{self, Gateway, NetSettings, OtherShards};
 use crate::ops::{self, OpsState};
 use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
 use crate::store::RedisCache;
@@ -258,8 +258,10 @@ impl Server {
             self.default_world.clone(),
             Arc::clone(&self.auth),
             Arc::clone(&self.store),
-            Arc::clone(&self.bus),
-            self.handover.clone(),
+            OtherShards {
+                bus: Arc::clone(&self.bus),
+                handover: self.handover.clone(),
+            },
             NetSettings::from_config(&self.config),
             self.stop.clone(),
         ));

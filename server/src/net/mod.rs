@@ -68,6 +68,14 @@ impl NetSettings {
     }
 }
 
+/// How connections reach the other shards.
+pub struct OtherShards {
+    /// Where a login is announced, so that other shards drop an older one.
+    pub bus: Arc<dyn Bus>,
+    /// With Redis: where a player taken over from another shard stands now.
+    pub handover: Option<RedisCache>,
+}
+
 /// Everything connection tasks share.
 pub struct Gateway {
     /// Running worlds by name.
@@ -103,11 +111,11 @@ impl Gateway {
         default_world: String,
         auth: Arc<Auth>,
         store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        handover: Option<RedisCache>,
+        others: OtherShards,
         settings: NetSettings,
         shutdown: CancellationToken,
     ) -> Self {
+        let OtherShards { bus, handover } = others;
         let tracker = TaskTracker::new();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let fanouts = worlds
