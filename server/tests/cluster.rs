@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use meridian_protocol::{Encoding, LonLat, ServerMessage};
 use meridian_server::config::DbPool;
-use meridian_server::store::{PgStore, Store, StoredPosition};
+use meridian_server::store::{PgStore, Store};
 use util::pg::TestDatabase;
 use util::redis::RedisServer;
-use util::{offset, seed_test_worlds, Client, ServerProcess, CENTER};
+use util::{offset, place_in, seed_test_worlds, Client, ServerProcess, CENTER};
 use uuid::Uuid;
 
 const FLUSH: Duration = Duration::from_millis(200);
@@ -72,26 +72,7 @@ impl Cluster {
             .unwrap();
         let user_id: Uuid = body["user_id"].as_str().unwrap().parse().unwrap();
         if let Some(at) = at {
-            let world = self
-                .store
-                .worlds()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|w| w.name == "arena")
-                .unwrap();
-            self.store
-                .save_positions(&[StoredPosition {
-                    user_id,
-                    world_id: world.id,
-                    position: at,
-                    heading: 0.0,
-                    epoch: 0,
-                    seq: 0,
-                    updated_at_ms: 0,
-                }])
-                .await
-                .unwrap();
+            place_in(&self.store, user_id, "arena", at).await;
         }
         let token = body["token"].as_str().unwrap();
         let mut client = Client::connect(game, Encoding::Bincode, Some(token), Some("arena"))

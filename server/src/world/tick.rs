@@ -1273,22 +1273,7 @@ mod tests {
 
     #[test]
     fn tick_durations_are_published_once_a_second() {
-        let def = WorldDef {
-            id: Uuid::nil(),
-            name: "w".into(),
-            bounds: Bounds::WORLD,
-            center: meridian_protocol::LonLat { lon: 0.0, lat: 0.0 },
-            movement_mode: MovementMode::Input,
-            max_speed_mps: None,
-        };
-        let settings = Settings {
-            shard_id: "s".into(),
-            tick_hz: 20,
-            view: View::new(150.0, 64),
-            default_speed_mps: 10.0,
-            resume_grace: Duration::from_secs(20),
-        };
-        let mut world = World::new(def, &[], settings, Arc::new(PendingPositions::default()));
+        let mut world = world();
         let snapshots = world.subscribe();
         let mut now = Instant::now();
         for _ in 0..41 {

@@ -269,26 +269,7 @@ impl TestServer {
 
     /// Put a player somewhere before they connect (as if they had logged out there).
     pub async fn place(&self, user_id: Uuid, world: &str, at: LonLat) {
-        let store = self.store().await;
-        let world = store
-            .worlds()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|w| w.name == world)
-            .unwrap();
-        store
-            .save_positions(&[StoredPosition {
-                user_id,
-                world_id: world.id,
-                position: at,
-                heading: 0.0,
-                epoch: 0,
-                seq: 0,
-                updated_at_ms: 0,
-            }])
-            .await
-            .unwrap();
+        place_in(self.store().await.as_ref(), user_id, world, at).await;
     }
 
     /// The store this server uses (a second pool on the same database).
@@ -327,6 +308,30 @@ impl Drop for TestServer {
             task.abort();
         }
     }
+}
+
+/// Store a position for a player in the world named `world`, as if they had
+/// logged out there.
+pub async fn place_in(store: &dyn Store, user_id: Uuid, world: &str, at: LonLat) {
+    let world = store
+        .worlds()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.name == world)
+        .unwrap();
+    store
+        .save_positions(&[StoredPosition {
+            user_id,
+            world_id: world.id,
+            position: at,
+            heading: 0.0,
+            epoch: 0,
+            seq: 0,
+            updated_at_ms: 0,
+        }])
+        .await
+        .unwrap();
 }
 
 /// Register (or find registered) and log in an account on a shard's game
