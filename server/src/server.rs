@@ -283,7 +283,12 @@ impl Server {
                 ops_token: self.config.ops_token.as_deref().map(Arc::from),
                 default_world: self.default_world.clone(),
                 worlds: self.worlds.values().cloned().collect(),
-                shard: ops::ShardInfo::new(&self.config),
+                shard: ops::ShardInfo {
+                    game_addr: game_addr.to_string(),
+                    ops_addr: ops_addr.to_string(),
+                    ..ops::ShardInfo::new(&self.config)
+                },
+                bus: self.redis_bus.clone(),
                 sync: self.cell_sync.as_ref().map(|sync| Arc::clone(&sync.stats)),
             }),
         )

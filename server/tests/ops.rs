@@ -41,3 +41,23 @@ async fn status_reports_players_and_tick_percentiles_without_secrets() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_shard_alone_lists_itself_in_api_shards() {
+    let server = TestServer::start().await;
+    let _player = server
+        .guest_player("arena", offset(CENTER, 0.0, -100.0), Encoding::Bincode)
+        .await;
+    let (status, body) = server.ops_get("/api/shards").await;
+    assert_eq!(status, 200, "{body}");
+    let shards = body["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{body}");
+    assert_eq!(shards[0]["shard_id"], "shard-1");
+    assert_eq!(
+        shards[0]["game_addr"],
+        server.game.to_string(),
+        "the bound address"
+    );
+    assert_eq!(shards[0]["players"], 1);
+    server.stop().await;
+}

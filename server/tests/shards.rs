@@ -125,6 +125,25 @@ async fn players_on_two_shards_see_each_other_near_and_not_far() {
     let owner: serde_json::Value = serde_json::from_str(&owner).unwrap();
     assert_eq!(owner["shard"], "shard-b", "{owner}");
 
+    // Every live shard is listed, from either.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = b.ops_get("/api/shards").await;
+        assert_eq!(status, 200, "{body}");
+        let mut ids: Vec<&str> = body["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["shard_id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        if ids == ["shard-a", "shard-b"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // 2 km away on B: never in view on A, nor A in its view.
     never_sees(&mut on_a, far.player_id, Duration::from_secs(2)).await;
     never_sees(&mut far, on_a.player_id, Duration::from_millis(200)).await;

@@ -4,6 +4,7 @@
 
 mod bots;
 mod health;
+mod shards;
 mod status;
 
 pub use status::ShardInfo;
@@ -35,6 +36,8 @@ pub struct OpsState {
     pub shard: ShardInfo,
     /// The player sync's counters, with Redis.
     pub sync: Option<Arc<crate::bus::cells::CellStats>>,
+    /// The Redis bus, whose presence records `/api/shards` lists.
+    pub bus: Option<Arc<crate::bus::RedisBus>>,
 }
 
 /// The ops routes.
@@ -43,6 +46,7 @@ pub fn router(state: OpsState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/status", get(status::status))
+        .route("/api/shards", get(shards::shards))
         .route("/admin/bots", post(bots::mint))
         .with_state(state)
 }

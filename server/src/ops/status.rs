@@ -19,6 +19,10 @@ pub struct ShardInfo {
     pub started: Instant,
     /// The non-secret part of the configuration.
     pub config: serde_json::Value,
+    /// The bound game address (the configured one until bound).
+    pub game_addr: String,
+    /// The bound ops address.
+    pub ops_addr: String,
 }
 
 impl ShardInfo {
@@ -41,6 +45,8 @@ impl ShardInfo {
                 "client_msg_rate": config.client_msg_rate,
                 "login_rate_per_min": config.login_rate_per_min,
             }),
+            game_addr: config.game_addr.to_string(),
+            ops_addr: config.ops_addr.to_string(),
         }
     }
 }
