@@ -83,20 +83,6 @@ impl Cluster {
     }
 }
 
-/// The entity id `client` sees `player` under, once it has entered.
-async fn entered(client: &mut Client, player: Uuid) -> u32 {
-    client
-        .until(|m| match m {
-            ServerMessage::Update(u) => u
-                .entered
-                .iter()
-                .find(|e| e.player_id == player)
-                .map(|e| e.state.id),
-            _ => None,
-        })
-        .await
-}
-
 fn p99(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[(samples.len() * 99).div_ceil(100) - 1]
@@ -236,5 +222,5 @@ async fn three_shards_show_one_world_and_a_killed_shard_s_players_leave() {
         "back at its last flushed position: {:?} vs {last:?}",
         back.position
     );
-    entered(&mut players[1], back.player_id).await;
+    players[1].entered_as(back.player_id).await;
 }

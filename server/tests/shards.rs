@@ -35,16 +35,7 @@ async fn shard_on(redis: &RedisServer, id: &str, dir: Option<&std::path::Path>) 
 /// there and how long it took.
 async fn sees_enter(client: &mut Client, player: Uuid) -> (u32, Duration) {
     let started = Instant::now();
-    let id = client
-        .until(|m| match m {
-            ServerMessage::Update(u) => u
-                .entered
-                .iter()
-                .find(|e| e.player_id == player)
-                .map(|e| e.state.id),
-            _ => None,
-        })
-        .await;
+    let id = client.entered_as(player).await;
     (id, started.elapsed())
 }
 

@@ -246,12 +246,27 @@ pub async fn last_published(
         .find(|p| p.user_id == user)
 }
 
+/// What one batch of local changes did to the held players.
+#[derive(Default)]
+struct Remembered {
+    /// Cells whose players changed (where they are, and where they left).
+    touched: HashSet<CellIndex>,
+    /// Players new here or in a new cell: their player key must be rewritten.
+    relocated: Vec<(Uuid, Uuid)>,
+}
+
+/// How often the cells around a player who stays in its cell are marked
+/// needed again.
+const NEEDED_EVERY: Duration = Duration::from_secs(1);
+
 /// A local player as last published.
 struct Local {
     world: Uuid,
     cell: CellIndex,
     player: RemotePlayer,
     seen: Instant,
+    /// When the cells around it were last marked needed.
+    needed_at: Instant,
 }
 
 struct Sync {
@@ -362,26 +377,16 @@ impl Sync {
                         Some(Shared::Players(batch)) => batch,
                     };
                     let world = batch.world_id;
-                    // New players, and players who changed cells: their player
-                    // key must point at the cell that holds their newest state.
-                    let resolution = self.resolution;
-                    let newcomers: Vec<(Uuid, Uuid)> = batch
-                        .players
-                        .iter()
-                        .filter(|p| {
-                            self.locals.get(&(world, p.user_id)).is_none_or(|l| {
-                                Some(l.cell) != cell_of(p, resolution)
-                            })
-                        })
-                        .map(|p| (world, p.user_id))
-                        .collect();
-                    let cells = self.remember(batch);
-                    let touched = cells.into_iter().map(|c| (world, c)).collect();
+                    let remembered = self.remember(batch);
+                    let touched = remembered.touched.into_iter().map(|c| (world, c)).collect();
                     if let Err(e) = self.publish(&mut publisher, touched).await {
                         return End::Broken(e);
                     }
-                    if !newcomers.is_empty() {
-                        if let Err(e) = self.renew_player_keys(&mut publisher, Some(&newcomers)).await {
+                    if !remembered.relocated.is_empty() {
+                        if let Err(e) = self
+                            .renew_player_keys(&mut publisher, Some(&remembered.relocated))
+                            .await
+                        {
                             return End::Broken(e);
                         }
                     }
@@ -403,34 +408,48 @@ impl Sync {
 
     /// Take a world's changes in; returns the cells they touched (where
     /// players are now, and where they left from).
-    fn remember(&mut self, changes: LocalChanges) -> HashSet<CellIndex> {
+    fn remember(&mut self, changes: LocalChanges) -> Remembered {
         let now = Instant::now();
-        let mut touched = HashSet::new();
+        let world = changes.world_id;
+        let mut remembered = Remembered::default();
         for player in changes.players {
             let Some(cell) = cell_of(&player, self.resolution) else {
                 continue;
             };
-            touched.insert(cell);
-            let key = (changes.world_id, player.user_id);
-            if let Some(old) = self.locals.get(&key) {
-                if old.cell != cell {
-                    touched.insert(old.cell);
+            remembered.touched.insert(cell);
+            let key = (world, player.user_id);
+            let (moved_cell, needed_at) = match self.locals.get(&key) {
+                Some(old) if old.cell == cell => (false, old.needed_at),
+                Some(old) => {
+                    remembered.touched.insert(old.cell);
+                    (true, now)
+                }
+                None => (true, now),
+            };
+            // The cells around a player are marked needed when it arrives in a
+            // cell and then once a second, well within `KEEP_CELL`, rather
+            // than seven map writes per moving player per tick.
+            let renew = moved_cell || now.duration_since(needed_at) >= NEEDED_EVERY;
+            if renew {
+                for near in cell.grid_disk::<Vec<_>>(1) {
+                    self.wanted.insert((world, near), now);
                 }
             }
-            for near in cell.grid_disk::<Vec<_>>(1) {
-                self.wanted.insert((changes.world_id, near), now);
+            if moved_cell {
+                remembered.relocated.push(key);
             }
             self.locals.insert(
                 key,
                 Local {
-                    world: changes.world_id,
+                    world,
                     cell,
                     player,
                     seen: now,
+                    needed_at: if renew { now } else { needed_at },
                 },
             );
         }
-        touched
+        remembered
     }
 
     /// Publish the local players of each touched cell and refresh the cells'

@@ -24,8 +24,9 @@ pub const GHOST_TTL: Duration = Duration::from_secs(3);
 pub struct RemotePlayer {
     /// The account.
     pub user_id: Uuid,
-    /// Display name.
-    pub name: String,
+    /// Display name (shared with the player record: sharing a moving player
+    /// every tick copies no string).
+    pub name: Arc<str>,
     /// The fencing epoch of the login on its shard.
     pub epoch: u64,
     /// Increases with every accepted move within the epoch.

@@ -84,3 +84,16 @@ pub struct Player {
     /// shards.
     pub published_tick: u64,
 }
+
+impl Player {
+    /// Bring the published state in line with position, heading and speed;
+    /// when it changed, re-encode it and mark it changed in `tick`.
+    pub fn refresh_state(&mut self, tick: u64) {
+        let state = EntityState::quantize(self.entity, self.position, self.heading, self.speed_mps);
+        if state != self.state {
+            self.state = state;
+            self.wire = WireState::encode(&state);
+            self.changed_tick = tick;
+        }
+    }
+}

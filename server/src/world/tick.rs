@@ -395,17 +395,7 @@ impl World {
             player.ecef = to_ecef(remote.position);
             player.heading = remote.heading;
             player.speed_mps = remote.speed_mps;
-            let state = EntityState::quantize(
-                player.entity,
-                player.position,
-                player.heading,
-                player.speed_mps,
-            );
-            if state != player.state {
-                player.state = state;
-                player.wire = WireState::encode(&state);
-                player.changed_tick = tick;
-            }
+            player.refresh_state(tick);
             return;
         }
         let Some(slot) = self.free_slot() else {
@@ -432,13 +422,7 @@ impl World {
             ..player
         });
         let player = self.slots[slot as usize].as_mut().expect("just placed");
-        player.state = EntityState::quantize(
-            player.entity,
-            player.position,
-            player.heading,
-            player.speed_mps,
-        );
-        player.wire = WireState::encode(&player.state);
+        player.refresh_state(self.tick);
         self.by_user.insert(remote.user_id, slot);
         self.ghosts += 1;
     }
@@ -483,7 +467,7 @@ impl World {
             .and_then(|s| spawn::restore(s, &self.def, &self.areas))
             .unwrap_or_else(|| spawn::spawn_point(&self.def, &self.areas, &mut self.rng));
         let slot = self.free_slot().ok_or(JoinError::Full)?;
-        let player = self.new_player(slot, user_id, session_id, name, epoch, position, now);
+        let player = self.new_player(slot, user_id, session_id, name.into(), epoch, position, now);
         self.slots[slot as usize] = Some(Player {
             // Continue the stored sequence within the same epoch (never the
             // case after a fresh login, which takes a new epoch, but harmless).
@@ -516,7 +500,7 @@ impl World {
         slot: u32,
         user_id: Uuid,
         session_id: Uuid,
-        name: String,
+        name: Arc<str>,
         epoch: u64,
         position: meridian_protocol::LonLat,
         now: Instant,
@@ -528,7 +512,7 @@ impl World {
             entity,
             user_id,
             session_id,
-            name: name.into(),
+            name,
             link: None,
             detached_at: None,
             resume_token: String::new(),
@@ -735,17 +719,7 @@ impl World {
             {
                 player.speed_mps = 0.0;
             }
-            let state = EntityState::quantize(
-                player.entity,
-                player.position,
-                player.heading,
-                player.speed_mps,
-            );
-            if state != player.state {
-                player.state = state;
-                player.wire = WireState::encode(&state);
-                player.changed_tick = tick;
-            }
+            player.refresh_state(tick);
         }
         for slot in moved {
             self.update_areas(slot);
@@ -957,7 +931,7 @@ impl World {
             player.published_tick = tick;
             players.push(RemotePlayer {
                 user_id: player.user_id,
-                name: player.name.to_string(),
+                name: Arc::clone(&player.name),
                 epoch: player.epoch,
                 seq: player.position_seq,
                 position: player.position,

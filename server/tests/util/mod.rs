@@ -562,6 +562,20 @@ impl Client {
     }
 
     /// Wait until an `Update` acknowledges `seq`.
+    /// Wait until `player` (an account) comes into view; returns the entity
+    /// id this client sees it under.
+    pub async fn entered_as(&mut self, player: Uuid) -> u32 {
+        self.until(|m| match m {
+            ServerMessage::Update(u) => u
+                .entered
+                .iter()
+                .find(|e| e.player_id == player)
+                .map(|e| e.state.id),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn acked(&mut self, seq: u32) {
         self.until(|m| match m {
             ServerMessage::Update(u) if u.ack_seq >= seq => Some(()),
