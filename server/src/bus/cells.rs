@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::redis::Backoff;
 use crate::store::now_ms;
 use crate::world::{ChatLine, Command, LocalChanges, RemotePlayer, Shared, WorldHandle, GHOST_TTL};
 
@@ -43,10 +44,6 @@ const KEEP_CELL: Duration = Duration::from_secs(5);
 
 /// How often subscriptions are brought up to date and stale players dropped.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
-
-/// Reconnect backoff bounds.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How long one Redis command may take before the connection counts as broken.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -289,17 +286,22 @@ enum End {
 
 impl Sync {
     async fn run(mut self, mut changes: mpsc::Receiver<Shared>, stop: CancellationToken) {
-        let mut backoff = RETRY_MIN;
+        let mut backoff = Backoff::default();
         loop {
-            match self.connected(&mut changes, &stop).await {
+            let connects = self.stats.connects.load(Ordering::Relaxed);
+            let reason = match self.connected(&mut changes, &stop).await {
                 End::Stop => return,
-                End::Broken(reason) => {
-                    tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "shard sync lost Redis");
-                }
+                End::Broken(reason) => reason,
+            };
+            // A connection that was up starts the waits over.
+            if self.stats.connects.load(Ordering::Relaxed) > connects {
+                backoff.reset();
             }
+            let delay = backoff.next_delay();
+            tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "shard sync lost Redis");
             // Keep taking changes while waiting, so the ticks never fill the
             // queue, and what is published on return is current.
-            let until = tokio::time::Instant::now() + backoff;
+            let until = tokio::time::Instant::now() + delay;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -312,7 +314,6 @@ impl Sync {
                     }
                 }
             }
-            backoff = (backoff * 2).min(RETRY_MAX);
         }
     }
 
