@@ -91,9 +91,10 @@ pub struct ServeArgs {
     /// [default: none: the embedded SQLite store in DATA_DIR]. Requires JWT_SECRET.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Redis for sessions and caches, and for the shards sharing it: control
-    /// events (session revocations, kicks, area changes) and which shards are alive, e.g.
-    /// `redis://host:6379` [default: none: one shard alone]. Requires SHARD_ID.
+    /// Redis for the shards sharing it (one world: each other's players,
+    /// world chat, control events, which shards are alive) and for caching
+    /// sessions and profiles, e.g. `redis://host:6379` [default: none: one
+    /// shard alone]. Requires SHARD_ID.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Most PostgreSQL connections in the pool [default: 10].
