@@ -83,8 +83,8 @@ pub struct ServeArgs {
     /// Log format [default: pretty].
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Bearer token for the ops port's admin API (at least 16 bytes). Without
-    /// it the admin API is disabled.
+    /// Bearer token for the ops port's admin API and position endpoints (at
+    /// least 16 bytes). Without it only admin accounts' access tokens get in.
     #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<String>,
     /// PostgreSQL + PostGIS store, e.g. `postgres://user:pass@host/db`
@@ -175,7 +175,7 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Log format.
     pub log_format: LogFormat,
-    /// The admin API's bearer token; `None` disables the admin API.
+    /// The admin API's bearer token; `None` leaves it to admin accounts.
     pub ops_token: Option<String>,
     /// PostgreSQL URL; `None` selects the embedded SQLite store.
     pub database_url: Option<String>,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,9 @@ pub struct Server {
     /// Where joins look up a player's newest state on another shard.
     handover: Option<RedisCache>,
     default_world: String,
+    /// Renders `/metrics`: the process's recorder, installed before the
+    /// worlds register their instruments.
+    metrics: PrometheusHandle,
     /// Cancelled to stop accepting, kick everyone and stop the ticks.
     stop: CancellationToken,
 }
@@ -131,6 +135,8 @@ impl Server {
         if let Database::Postgres(pg) = &database {
             tokio::spawn(create_partitions_ahead(pg.clone(), stop.clone()));
         }
+        let metrics = ops::metrics::recorder();
+        tokio::spawn(ops::metrics::upkeep(metrics.clone(), stop.clone()));
         let pending = Arc::new(PendingPositions::default());
         let settings = Settings::from_config(&config);
         let mut worlds = HashMap::new();
@@ -210,6 +216,7 @@ impl Server {
             cell_sync,
             handover,
             default_world,
+            metrics,
             stop,
         })
     }
@@ -290,6 +297,8 @@ impl Server {
                 },
                 bus: self.redis_bus.clone(),
                 sync: self.cell_sync.as_ref().map(|sync| Arc::clone(&sync.stats)),
+                control: Arc::clone(&self.bus),
+                metrics: self.metrics.clone(),
             }),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

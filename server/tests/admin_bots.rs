@@ -31,11 +31,12 @@ async fn the_admin_api_needs_the_ops_token() {
     assert_eq!(answer["error"], "forbidden");
     server.stop().await;
 
-    // Without OPS_TOKEN the admin API does not exist, whatever is sent.
+    // Without OPS_TOKEN no ops token works (only admins' access tokens), and
+    // the refusal says why.
     let server = TestServer::start().await;
     let (status, answer) = server.ops_post("/admin/bots", Some(OPS_TOKEN), body).await;
-    assert_eq!(status, 404, "{answer}");
-    assert_eq!(answer["error"], "admin_disabled");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "forbidden");
     assert!(answer["message"].as_str().unwrap().contains("OPS_TOKEN"));
     server.stop().await;
 }

@@ -246,11 +246,25 @@ async fn a_shard_starts_while_redis_is_down_and_uses_it_once_it_is_up() {
     let (status, guest) = promptly("a guest login", server.post("/api/guest", json!({}))).await;
     assert_eq!(status, 200);
     promptly("connecting", play(&server, text(&guest, "token"))).await;
+    // It serves, but it is not ready: new players belong on a shard that
+    // can see the others.
     let (status, ready) = server.ops_get("/readyz").await;
-    assert_eq!(status, 200, "ready without Redis: {ready}");
+    assert_eq!(status, 503, "not ready without Redis: {ready}");
+    assert_eq!(ready["checks"]["redis"], "unreachable", "{ready}");
+    assert_eq!(ready["checks"]["database"], "ok", "{ready}");
 
     redis.restart();
     cached_again(&server, &redis).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, ready) = server.ops_get("/readyz").await;
+        if status == 200 {
+            assert_eq!(ready["checks"]["redis"], "ok", "{ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 }
 

@@ -44,6 +44,7 @@ async fn run_contract(store: &dyn Store) {
     empty_batch_is_a_no_op(store).await;
     batch_of_ten_thousand_in_one_call(store).await;
     positions_of_unknown_players_do_not_fail_the_batch(store).await;
+    nearby_finds_positions_and_objects_within_the_radius_nearest_first(store).await;
 }
 
 fn unique(prefix: &str) -> String {
@@ -1066,4 +1067,87 @@ async fn capture_partitions_exist_for_the_coming_months() {
             .await
             .unwrap();
     assert_eq!(partition, expected);
+}
+
+async fn nearby_finds_positions_and_objects_within_the_radius_nearest_first(store: &dyn Store) {
+    use meridian_server::world::geodesy::distance_m;
+    let world = created_world(store).await;
+    let centre = LonLat {
+        lon: 179.9995,
+        lat: 52.0,
+    };
+    // Metres east of the centre, across the antimeridian for the far ones.
+    let east = |m: f64| {
+        let lon = centre.lon + m / (111_194.93 * centre.lat.to_radians().cos());
+        LonLat {
+            lon: meridian_server::world::geodesy::normalize_lon(lon),
+            lat: centre.lat,
+        }
+    };
+    let mut users = Vec::new();
+    for (i, metres) in [40.0, 10.0, 90.0, 300.0].into_iter().enumerate() {
+        let user = created_user(store).await;
+        let mut p = position(&user, &world, 1, 1, 0.0);
+        p.position = east(metres);
+        p.updated_at_ms = 1_700_000_000_000 + i as i64;
+        store.save_positions(&[p]).await.unwrap();
+        users.push((user, p));
+    }
+    // Elsewhere in another world: never found.
+    let other = created_world(store).await;
+    let stranger = created_user(store).await;
+    let mut p = position(&stranger, &other, 1, 1, 0.0);
+    p.position = centre;
+    store.save_positions(&[p]).await.unwrap();
+    let flag = WorldObject {
+        id: Uuid::now_v7(),
+        world_id: world.id,
+        kind: "flag".into(),
+        name: "Near".into(),
+        position: east(20.0),
+        properties: serde_json::json!({}),
+    };
+    let far_flag = WorldObject {
+        id: Uuid::now_v7(),
+        name: "Far".into(),
+        position: east(500.0),
+        ..flag.clone()
+    };
+    store.put_world_object(&flag).await.unwrap();
+    store.put_world_object(&far_flag).await.unwrap();
+
+    let found = store.nearby(world.id, centre, 100.0, 10).await.unwrap();
+    let names: Vec<&str> = found.players.iter().map(|p| p.username.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            &users[1].0.username,
+            &users[0].0.username,
+            &users[2].0.username
+        ],
+        "within 100 m, nearest first"
+    );
+    for player in &found.players {
+        let (_, stored) = users.iter().find(|(u, _)| u.id == player.user_id).unwrap();
+        assert!((player.position.lon - stored.position.lon).abs() < 1e-9);
+        assert!((player.position.lat - stored.position.lat).abs() < 1e-9);
+        // The same sphere as the game's distance, to a centimetre.
+        let expected = distance_m(centre, stored.position);
+        assert!(
+            (player.distance_m - expected).abs() < 0.01,
+            "{} m against the game's {expected} m",
+            player.distance_m
+        );
+    }
+    assert_eq!(found.objects.len(), 1, "{:?}", found.objects);
+    assert_eq!(found.objects[0].object, flag);
+
+    let capped = store.nearby(world.id, centre, 100.0, 2).await.unwrap();
+    assert_eq!(capped.players.len(), 2);
+    assert_eq!(capped.players[0].user_id, users[1].0.id);
+    let none = store
+        .nearby(world.id, east(-5_000.0), 100.0, 10)
+        .await
+        .unwrap();
+    assert!(none.players.is_empty() && none.objects.is_empty());
 }

@@ -47,7 +47,8 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&auth),
             rate_limit,
-        ));
+        ))
+        .route_layer(middleware::from_fn(count));
     Router::new()
         .merge(limited)
         .route("/api/logout", post(logout))
@@ -272,6 +273,33 @@ struct GuestResponse {
     login: LoginResponse,
     /// The device secret to send next time to log into the same account.
     device_id: String,
+}
+
+/// Count the attempts at the token-issuing routes by outcome, for
+/// `meridian_login_attempts_total{route, result}`: `ok`, `refused` (bad
+/// credentials or input), `rate_limited`, or `error` (the server failed).
+async fn count(request: Request, next: Next) -> Response {
+    let route = match request.uri().path() {
+        "/api/register" => "register",
+        "/api/login" => "login",
+        "/api/guest" => "guest",
+        "/api/refresh" => "refresh",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    let result = if status.is_success() {
+        "ok"
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        "rate_limited"
+    } else if status.is_client_error() {
+        "refused"
+    } else {
+        "error"
+    };
+    metrics::counter!("meridian_login_attempts_total", "route" => route, "result" => result)
+        .increment(1);
+    response
 }
 
 /// Refuse the request if its client address is over the rate.

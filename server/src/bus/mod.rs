@@ -47,6 +47,13 @@ pub enum ControlEvent {
         /// The shard it logged in on (which takes the player over itself).
         shard: String,
     },
+    /// An operator's message to every player of a world, or of every world.
+    Broadcast {
+        /// The world; `None` is every world.
+        world_id: Option<Uuid>,
+        /// What to say, already cleaned.
+        text: String,
+    },
 }
 
 /// The shards' shared channel. Calls never block: they hand work to a

@@ -264,6 +264,17 @@ impl RedisBus {
         presence::live(&mut self.connection.clone()).await
     }
 
+    /// Whether Redis answers a `PING` now.
+    ///
+    /// # Errors
+    /// `BusError` if it does not.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
     /// The counters.
     #[must_use]
     pub fn stats(&self) -> BusStats {

@@ -59,6 +59,24 @@ struct Joining {
     outbox: mpsc::Receiver<Outgoing>,
 }
 
+/// Counts a connection in `meridian_connections` (upgraded WebSockets, joined
+/// or not yet) for as long as it lives.
+struct Open(metrics::Gauge);
+
+impl Open {
+    fn count() -> Self {
+        let gauge = metrics::gauge!("meridian_connections");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Serve one upgraded socket until it closes.
 pub async fn serve(
     gateway: Arc<Gateway>,
@@ -67,6 +85,7 @@ pub async fn serve(
     identity: Option<Identity>,
     world: Option<String>,
 ) {
+    let _open = Open::count();
     let conn_id = gateway.next_conn_id();
     let (mut sink, mut stream) = socket.split();
     let established = tokio::select! {

@@ -157,6 +157,18 @@ enum Next {
 struct Scratch {
     delta: Delta,
     buffer: bytes::BytesMut,
+    /// Bytes of the frames handed to sockets this round, added to
+    /// `meridian_bytes_total` once per round rather than once per frame.
+    bytes_out: u64,
+}
+
+/// The payload bytes of a frame.
+fn frame_len(frame: &Message) -> u64 {
+    match frame {
+        Message::Text(text) => text.len() as u64,
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len() as u64,
+        Message::Close(_) => 0,
+    }
 }
 
 /// One fan-out task: serve each connection on every snapshot until the world
@@ -171,6 +183,7 @@ async fn serve<S>(
 {
     let mut conns: Vec<Conn<S>> = Vec::new();
     let mut scratch = Scratch::default();
+    let bytes_out = metrics::counter!("meridian_bytes_total", "direction" => "out");
     let mut world_stopped = false;
     let mut joins_open = true;
     loop {
@@ -219,6 +232,7 @@ async fn serve<S>(
         conns.retain_mut(|conn| {
             conn.serve(&snapshot, now, &view, tick_hz, &mut scratch) == Next::Keep
         });
+        bytes_out.increment(std::mem::take(&mut scratch.bytes_out));
     }
 }
 
@@ -260,6 +274,7 @@ fn drain_outbox<S>(
     signals: &Signals,
     room: &Notify,
     encoding: Encoding,
+    sent: &mut u64,
 ) -> Result<bool, axum::Error>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
@@ -272,7 +287,9 @@ where
             return Ok(true);
         };
         room.notify_one();
-        sink.start_send_unpin(frames::encode(encoding, &message))?;
+        let frame = frames::encode(encoding, &message);
+        *sent += frame_len(&frame);
+        sink.start_send_unpin(frame)?;
     }
     // The rest waits for the next round.
     signals.post();
@@ -328,6 +345,8 @@ where
                     };
                 }
                 if now.duration_since(since) >= WRITE_TIMEOUT {
+                    metrics::counter!("meridian_outbound_drops_total", "cause" => "write_timeout")
+                        .increment(1);
                     o.signals.close(close::TOO_SLOW, "client too slow");
                     return Next::Done;
                 }
@@ -341,8 +360,15 @@ where
             // Flush what the tick or reader queued (a Kicked, an Error), then
             // the close frame; a later round sees it flushed.
             let (code, reason) = o.signals.frame().unwrap_or((close::NORMAL, ""));
-            let sent = drain_outbox(sink, &mut o.outbox, &o.signals, &o.room, o.encoding)
-                .and_then(|empty| Ok(empty && push(sink, || close_frame(code, reason))?));
+            let sent = drain_outbox(
+                sink,
+                &mut o.outbox,
+                &o.signals,
+                &o.room,
+                o.encoding,
+                &mut scratch.bytes_out,
+            )
+            .and_then(|empty| Ok(empty && push(sink, || close_frame(code, reason))?));
             return match sent {
                 Ok(true) => {
                     self.closing = Some((deadline, true));
@@ -360,37 +386,45 @@ where
             .update_hz()
             .map_or(tick_hz, |hz| hz.clamp(1, tick_hz));
         let due = hz == tick_hz || now >= self.next_update;
-        let written =
-            drain_outbox(sink, &mut o.outbox, &o.signals, &o.room, o.encoding).and_then(|_| {
-                // A socket still full gets the newest state next time.
-                if due && ready(sink)? {
-                    if hz < tick_hz {
-                        // A client that asked for fewer updates gets the newest
-                        // state at its own pace; skipped snapshots cost nothing.
-                        self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
-                    }
-                    self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
-                    let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
-                    if !scratch.delta.is_empty() || ack != self.last_ack {
-                        self.last_ack = ack;
-                        let frame = frames::update(
-                            o.encoding,
-                            snapshot,
-                            ack,
-                            &scratch.delta,
-                            &mut scratch.buffer,
-                        );
-                        sink.start_send_unpin(frame)?;
-                    }
+        let written = drain_outbox(
+            sink,
+            &mut o.outbox,
+            &o.signals,
+            &o.room,
+            o.encoding,
+            &mut scratch.bytes_out,
+        )
+        .and_then(|_| {
+            // A socket still full gets the newest state next time.
+            if due && ready(sink)? {
+                if hz < tick_hz {
+                    // A client that asked for fewer updates gets the newest
+                    // state at its own pace; skipped snapshots cost nothing.
+                    self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
                 }
-                match flush(sink) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        self.blocked_since.get_or_insert(now);
-                        Ok(())
-                    }
+                self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
+                let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
+                if !scratch.delta.is_empty() || ack != self.last_ack {
+                    self.last_ack = ack;
+                    let frame = frames::update(
+                        o.encoding,
+                        snapshot,
+                        ack,
+                        &scratch.delta,
+                        &mut scratch.buffer,
+                    );
+                    scratch.bytes_out += frame_len(&frame);
+                    sink.start_send_unpin(frame)?;
                 }
-            });
+            }
+            match flush(sink) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert(now);
+                    Ok(())
+                }
+            }
+        });
         if written.is_err() {
             o.signals.close(close::NORMAL, "");
             return Next::Done;

@@ -101,6 +101,7 @@ async fn read(reader: &mut Reader) -> End {
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut last_frame = tokio::time::Instant::now();
+    let bytes_in = metrics::counter!("meridian_bytes_total", "direction" => "in");
     loop {
         let next = tokio::select! {
             biased;
@@ -170,6 +171,7 @@ async fn read(reader: &mut Reader) -> End {
                 continue;
             }
         };
+        bytes_in.increment(bytes.len() as u64);
         if !limiter.allow(Instant::now()) {
             if refuse(
                 reader,

@@ -55,7 +55,9 @@ pub fn negotiate(ws: WebSocketUpgrade) -> Option<(WebSocketUpgrade, Encoding)> {
 
 /// The game port's WebSocket route.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new().route("/ws", get(upgrade)).with_state(gateway)
+    Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(gateway)
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {

@@ -2,26 +2,23 @@
 //! logins, optionally placing the bots at random legal points of a box, and
 //! the boxes bots must keep out of to walk without corrections.
 //!
-//! Request: `Authorization: Bearer <OPS_TOKEN>` and
+//! Request: `Authorization: Bearer <OPS_TOKEN or an admin's access token>` and
 //! `{"count": N, "prefix": "bot", "first": 0, "world": "demo", "within": [min_lon, min_lat, max_lon, max_lat]}`
 //! (all but `count` optional). Answer: `{"world", "tokens": [{"user_id", "token"}], "obstacles":
 //! [{"kind", "bbox", "max_speed_mps"}]}`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use geo::BoundingRect;
 use meridian_protocol::{AreaKind, LonLat};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::admin::{Admin, AdminError};
 use super::OpsState;
-use crate::auth::{AuthError, BotError};
-use crate::store::{now_ms, Area, StoreError, StoredPosition, WorldDef};
+use crate::store::{now_ms, Area, StoredPosition, WorldDef};
 
 /// The most bots one call creates: enough for any single shard, small enough
 /// that one call cannot tie up the store for long.
@@ -82,114 +79,12 @@ pub(super) struct BotsResponse {
     obstacles: Vec<Obstacle>,
 }
 
-/// A refused or failed admin request.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum AdminError {
-    #[error("the admin API is disabled: set OPS_TOKEN to enable it")]
-    Disabled,
-    #[error("send Authorization: Bearer <OPS_TOKEN>")]
-    MissingToken,
-    #[error("wrong admin token")]
-    WrongToken,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no world named {0:?}")]
-    UnknownWorld(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("try again later")]
-    Unavailable(String),
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl AdminError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Disabled | Self::UnknownWorld(_) => StatusCode::NOT_FOUND,
-            Self::MissingToken => StatusCode::UNAUTHORIZED,
-            Self::WrongToken => StatusCode::FORBIDDEN,
-            Self::Invalid(_) => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Disabled => "admin_disabled",
-            Self::MissingToken => "unauthenticated",
-            Self::WrongToken => "forbidden",
-            Self::Invalid(_) => "invalid_request",
-            Self::UnknownWorld(_) => "unknown_world",
-            Self::Conflict(_) => "conflict",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
-        }
-    }
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        match &self {
-            Self::Unavailable(cause) => tracing::warn!(error = %cause, "admin request failed"),
-            Self::Internal(cause) => tracing::error!(error = %cause, "admin request failed"),
-            _ => {}
-        }
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
-        (self.status_code(), Json(body)).into_response()
-    }
-}
-
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) | StoreError::Migration(_) => {
-                Self::Unavailable(e.to_string())
-            }
-            StoreError::Conflict(_) | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<BotError> for AdminError {
-    fn from(e: BotError) -> Self {
-        match e {
-            BotError::Prefix(_) => Self::Invalid(e.to_string()),
-            BotError::Taken(_) => Self::Conflict(e.to_string()),
-            BotError::Auth(AuthError::Store(e)) => e.into(),
-            BotError::Auth(e) => Self::Internal(e.to_string()),
-        }
-    }
-}
-
-/// Refuse the request unless it carries the configured admin token.
-fn authorize(state: &OpsState, headers: &HeaderMap) -> Result<(), AdminError> {
-    let expected = state.ops_token.as_deref().ok_or(AdminError::Disabled)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(AdminError::MissingToken)?;
-    // Comparing digests keeps the comparison's timing independent of how
-    // much of the token an attacker has guessed.
-    if Sha256::digest(given) == Sha256::digest(expected) {
-        Ok(())
-    } else {
-        Err(AdminError::WrongToken)
-    }
-}
-
 /// `POST /admin/bots`.
 pub(super) async fn mint(
+    _: Admin,
     State(state): State<OpsState>,
-    headers: HeaderMap,
     body: Result<Json<BotsRequest>, JsonRejection>,
 ) -> Result<Json<BotsResponse>, AdminError> {
-    authorize(&state, &headers)?;
     let Json(request) = body.map_err(|e| AdminError::Invalid(e.body_text()))?;
     if request.count > MAX_BOTS_PER_CALL {
         return Err(AdminError::Invalid(format!(

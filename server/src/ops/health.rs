@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (the shard can do its job:
-//! the database answers and positions are being flushed).
+//! the database answers, positions are being flushed, and Redis answers when
+//! the shard is configured with one).
 
 use std::time::Duration;
 
@@ -37,15 +38,36 @@ pub(super) async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     } else {
         "ok"
     };
-    let ready = database == "ok" && flush == "ok";
+    // With Redis configured, a shard that cannot reach it still serves its
+    // own players, but no longer shows them the other shards' nor takes part
+    // in one login per account: new players belong on another shard.
+    let redis = match &state.bus {
+        None => None,
+        Some(bus) => Some(match tokio::time::timeout(PING_TIMEOUT, bus.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: Redis check failed");
+                "unreachable"
+            }
+            Err(_) => {
+                tracing::warn!("readiness: Redis did not answer in time");
+                "unreachable"
+            }
+        }),
+    };
+    let ready = database == "ok" && flush == "ok" && redis.is_none_or(|r| r == "ok");
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut checks = json!({ "database": database, "flush": flush });
+    if let Some(redis) = redis {
+        checks["redis"] = redis.into();
+    }
     let body = json!({
         "ready": ready,
-        "checks": { "database": database, "flush": flush },
+        "checks": checks,
         "pending_positions": state.pending.len(),
     });
     (status, Json(body))

@@ -1,9 +1,14 @@
-//! The ops port: liveness and readiness for orchestrators, the shard's status,
-//! and the admin API.
+//! The ops port: liveness and readiness for orchestrators, Prometheus
+//! metrics, the shard's status, where players are, and the admin API.
 //! Private by default (`OPS_ADDR` is loopback).
 
+mod admin;
+mod areas;
 mod bots;
 mod health;
+pub mod metrics;
+mod moderation;
+mod players;
 mod shards;
 mod status;
 
@@ -13,8 +18,10 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Auth;
+use crate::bus::Bus;
 use crate::store::{PendingPositions, Store};
 
 /// What the ops endpoints work with.
@@ -38,6 +45,11 @@ pub struct OpsState {
     pub sync: Option<Arc<crate::bus::cells::CellStats>>,
     /// The Redis bus, whose presence records `/api/shards` lists.
     pub bus: Option<Arc<crate::bus::RedisBus>>,
+    /// Where control events (area changes, kicks, broadcasts) go to every
+    /// shard: the Redis bus, or the in-process one.
+    pub control: Arc<dyn Bus>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// The ops routes.
@@ -45,8 +57,18 @@ pub fn router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/status", get(status::status))
         .route("/api/shards", get(shards::shards))
+        .route("/api/players", get(players::players))
+        .route("/api/nearby", get(players::nearby))
         .route("/admin/bots", post(bots::mint))
+        .route("/admin/areas", get(areas::list).post(areas::create))
+        .route(
+            "/admin/areas/{id}",
+            get(areas::get).put(areas::replace).delete(areas::delete),
+        )
+        .route("/admin/kick", post(moderation::kick))
+        .route("/admin/broadcast", post(moderation::broadcast))
         .with_state(state)
 }

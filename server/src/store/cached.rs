@@ -27,9 +27,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::redis_cache::{CacheError, RedisCache};
+use meridian_protocol::LonLat;
+
 use super::{
-    now_ms, Area, Profile, Rotation, Session, Store, StoreError, StoredPosition, User, WorldDef,
-    WorldObject,
+    now_ms, Area, Nearby, Profile, Rotation, Session, Store, StoreError, StoredPosition, User,
+    WorldDef, WorldObject,
 };
 
 /// The longest a session key lives. Sessions last longer (the database has
@@ -417,5 +419,15 @@ impl Store for CachedStore {
 
     async fn save_positions(&self, batch: &[StoredPosition]) -> Result<u64, StoreError> {
         self.inner.save_positions(batch).await
+    }
+
+    async fn nearby(
+        &self,
+        world_id: Uuid,
+        center: LonLat,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Nearby, StoreError> {
+        self.inner.nearby(world_id, center, radius_m, limit).await
     }
 }

@@ -96,10 +96,16 @@ async fn run(
 async fn flush(store: &dyn Store, pending: &PendingPositions) -> Result<usize, StoreError> {
     let batch = pending.take();
     if batch.is_empty() {
+        pending.set_flushed(super::now_ms());
         return Ok(0);
     }
-    match store.save_positions(&batch).await {
+    let started = std::time::Instant::now();
+    let saved = store.save_positions(&batch).await;
+    metrics::histogram!("meridian_flush_duration_seconds").record(started.elapsed().as_secs_f64());
+    match saved {
         Ok(_) => {
+            metrics::counter!("meridian_flushed_positions_total").increment(batch.len() as u64);
+            pending.set_flushed(super::now_ms());
             if pending.is_failing() {
                 tracing::info!(positions = batch.len(), "position flush recovered");
             }
@@ -107,6 +113,7 @@ async fn flush(store: &dyn Store, pending: &PendingPositions) -> Result<usize, S
             Ok(batch.len())
         }
         Err(e) => {
+            metrics::counter!("meridian_flush_failures_total").increment(1);
             pending.restore(batch);
             pending.set_failing(true);
             Err(e)

@@ -437,6 +437,54 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `StoreError::Unavailable` on database failure; nothing was written then.
     async fn save_positions(&self, batch: &[StoredPosition]) -> Result<u64, StoreError>;
+
+    /// The stored player positions and the objects of a world within
+    /// `radius_m` great-circle metres of `center`, nearest first, at most
+    /// `limit` of each: the operators' spatial query (PostGIS answers it with
+    /// `ST_DWithin` on geography; SQLite by filtering in Rust).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn nearby(
+        &self,
+        world_id: Uuid,
+        center: LonLat,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Nearby, StoreError>;
+}
+
+/// What `Store::nearby` finds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nearby {
+    /// Stored players' positions, nearest first.
+    pub players: Vec<NearbyPlayer>,
+    /// Placed objects, nearest first.
+    pub objects: Vec<NearbyObject>,
+}
+
+/// A player's stored position, as `Store::nearby` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyPlayer {
+    /// The account.
+    pub user_id: Uuid,
+    /// Its username.
+    pub username: String,
+    /// Where it was last flushed.
+    pub position: LonLat,
+    /// When, Unix milliseconds.
+    pub updated_at_ms: i64,
+    /// Great-circle metres from the query's centre.
+    pub distance_m: f64,
+}
+
+/// A placed object, as `Store::nearby` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyObject {
+    /// The object.
+    pub object: WorldObject,
+    /// Great-circle metres from the query's centre.
+    pub distance_m: f64,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every stored timestamp.

@@ -1,7 +1,7 @@
 //! Positions waiting to be flushed: the newest one per player, so memory is
 //! bounded by the number of players however long the database is away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use uuid::Uuid;
@@ -25,6 +25,8 @@ pub struct PendingPositions {
     map: Mutex<Positions>,
     /// Whether the last flush attempt failed (readiness reports it).
     failing: AtomicBool,
+    /// When a flush last succeeded, Unix milliseconds (0: not yet).
+    flushed_at_ms: AtomicI64,
 }
 
 impl PendingPositions {
@@ -82,6 +84,17 @@ impl PendingPositions {
     #[must_use]
     pub fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Record that a flush succeeded at `now_ms`.
+    pub fn set_flushed(&self, now_ms: i64) {
+        self.flushed_at_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When a flush last succeeded, Unix milliseconds; `None` before the first.
+    #[must_use]
+    pub fn flushed_at_ms(&self) -> Option<i64> {
+        Some(self.flushed_at_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 }
 

@@ -486,21 +486,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let sqlx::types::Json(properties) = row
-                    .try_get::<sqlx::types::Json<serde_json::Value>, _>("properties")
-                    .map_err(db_error)?;
-                Ok(WorldObject {
-                    id: row.try_get("id").map_err(db_error)?,
-                    world_id: row.try_get("world_id").map_err(db_error)?,
-                    kind: row.try_get("kind").map_err(db_error)?,
-                    name: row.try_get("name").map_err(db_error)?,
-                    position: lon_lat(row, "lon", "lat")?,
-                    properties,
-                })
-            })
-            .collect()
+        rows.iter().map(world_object).collect()
     }
 
     async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError> {
@@ -558,6 +544,74 @@ impl Store for PgStore {
             })
         })
         .transpose()
+    }
+
+    async fn nearby(
+        &self,
+        world_id: Uuid,
+        center: LonLat,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Nearby, StoreError> {
+        // On the sphere (`use_spheroid = false`), as the game measures.
+        // `player_positions` has no GiST index (see its migration): the world's
+        // rows are few enough to test each; `world_objects` has one.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "WITH c AS (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS g) \
+             SELECT p.user_id, u.username, ST_X(p.geom) AS lon, ST_Y(p.geom) AS lat, \
+                    (extract(epoch FROM p.updated_at) * 1000)::bigint AS updated_at_ms, \
+                    ST_Distance(p.geom::geography, c.g, false) AS distance_m \
+             FROM player_positions p JOIN users u ON u.id = p.user_id, c \
+             WHERE p.world_id = $1 AND ST_DWithin(p.geom::geography, c.g, $4, false) \
+             ORDER BY distance_m, p.user_id LIMIT $5",
+        )
+        .bind(world_id)
+        .bind(center.lon)
+        .bind(center.lat)
+        .bind(radius_m)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let players = rows
+            .iter()
+            .map(|row| {
+                Ok(NearbyPlayer {
+                    user_id: row.try_get("user_id").map_err(db_error)?,
+                    username: row.try_get("username").map_err(db_error)?,
+                    position: lon_lat(row, "lon", "lat")?,
+                    updated_at_ms: row.try_get("updated_at_ms").map_err(db_error)?,
+                    distance_m: row.try_get("distance_m").map_err(db_error)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = sqlx::query(
+            "WITH c AS (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS g) \
+             SELECT o.id, o.world_id, o.kind, o.name, ST_X(o.geom) AS lon, ST_Y(o.geom) AS lat, \
+                    o.properties, ST_Distance(o.geom::geography, c.g, false) AS distance_m \
+             FROM world_objects o, c \
+             WHERE o.world_id = $1 AND ST_DWithin(o.geom::geography, c.g, $4, false) \
+             ORDER BY distance_m, o.id LIMIT $5",
+        )
+        .bind(world_id)
+        .bind(center.lon)
+        .bind(center.lat)
+        .bind(radius_m)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let objects = rows
+            .iter()
+            .map(|row| {
+                Ok(NearbyObject {
+                    object: world_object(row)?,
+                    distance_m: row.try_get("distance_m").map_err(db_error)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Nearby { players, objects })
     }
 
     async fn save_positions(&self, batch: &[StoredPosition]) -> Result<u64, StoreError> {
@@ -693,6 +747,21 @@ impl PositionColumns {
         }
         columns
     }
+}
+
+/// A `world_objects` row selected with `lon` and `lat` columns.
+fn world_object(row: &PgRow) -> Result<WorldObject, StoreError> {
+    let sqlx::types::Json(properties) = row
+        .try_get::<sqlx::types::Json<serde_json::Value>, _>("properties")
+        .map_err(db_error)?;
+    Ok(WorldObject {
+        id: row.try_get("id").map_err(db_error)?,
+        world_id: row.try_get("world_id").map_err(db_error)?,
+        kind: row.try_get("kind").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        position: lon_lat(row, "lon", "lat")?,
+        properties,
+    })
 }
 
 fn lon_lat(row: &PgRow, lon: &str, lat: &str) -> Result<LonLat, StoreError> {

@@ -536,6 +536,62 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn nearby(
+        &self,
+        world_id: Uuid,
+        center: LonLat,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Nearby, StoreError> {
+        use crate::world::geodesy::distance_m;
+        // SQLite has no spatial index here: a latitude band narrows the rows,
+        // and the game's own distance function decides.
+        let band = (radius_m / crate::world::geodesy::EARTH_RADIUS_M).to_degrees() + 1e-6;
+        let rows = sqlx::query(
+            "SELECT p.user_id, u.username, p.lon, p.lat, p.updated_at_ms \
+             FROM player_positions p JOIN users u ON u.id = p.user_id \
+             WHERE p.world_id = ?1 AND p.lat BETWEEN ?2 AND ?3",
+        )
+        .bind(world_id.hyphenated())
+        .bind(center.lat - band)
+        .bind(center.lat + band)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut players = Vec::new();
+        for row in &rows {
+            let position = LonLat {
+                lon: row.try_get("lon").map_err(db_error)?,
+                lat: row.try_get("lat").map_err(db_error)?,
+            };
+            let distance_m = distance_m(center, position);
+            if distance_m <= radius_m {
+                players.push(NearbyPlayer {
+                    user_id: uuid(row, "user_id")?,
+                    username: row.try_get("username").map_err(db_error)?,
+                    position,
+                    updated_at_ms: row.try_get("updated_at_ms").map_err(db_error)?,
+                    distance_m,
+                });
+            }
+        }
+        let mut objects: Vec<NearbyObject> = self
+            .world_objects(world_id)
+            .await?
+            .into_iter()
+            .map(|object| NearbyObject {
+                distance_m: distance_m(center, object.position),
+                object,
+            })
+            .filter(|o| o.distance_m <= radius_m)
+            .collect();
+        players.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+        objects.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+        players.truncate(limit);
+        objects.truncate(limit);
+        Ok(Nearby { players, objects })
+    }
+
     async fn save_positions(&self, batch: &[StoredPosition]) -> Result<u64, StoreError> {
         if batch.is_empty() {
             return Ok(0);

@@ -29,6 +29,24 @@ pub struct ChatLine {
 }
 
 impl ChatLine {
+    /// The name an operator's broadcast is shown under; its `from` is the
+    /// nil account, which no player has, so clients can tell it apart.
+    pub const OPERATOR: &'static str = "operator";
+
+    /// An operator's broadcast to the players of `world_id`.
+    #[must_use]
+    pub fn operator(world_id: Uuid, text: String) -> Self {
+        Self {
+            world_id,
+            shard: String::new(),
+            channel: ChatChannel::World,
+            from: Uuid::nil(),
+            name: Self::OPERATOR.to_owned(),
+            text,
+            sent_ms: crate::store::now_ms() as u64,
+        }
+    }
+
     /// The message players receive.
     #[must_use]
     pub fn message(&self) -> ServerMessage {

@@ -141,6 +141,8 @@ impl ConnLink {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("meridian_outbound_drops_total", "cause" => "outbox_full")
+                    .increment(1);
                 self.signals
                     .close(meridian_protocol::close::TOO_SLOW, "client too slow");
                 false

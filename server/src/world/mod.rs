@@ -13,6 +13,7 @@ pub mod ghost;
 pub mod grid;
 pub mod interest;
 pub mod link;
+pub mod meters;
 pub mod movement;
 mod player;
 pub mod snapshot;

@@ -26,6 +26,7 @@ use super::ghost::{Ghost, LocalChanges, RemotePlayer, Shared};
 use super::grid::Grid;
 use super::interest::View;
 use super::link::ConnLink;
+use super::meters::TickMeters;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
 use super::snapshot::{
@@ -127,6 +128,8 @@ pub struct World {
     share_drops: u64,
     /// Ghosts among the players.
     ghosts: usize,
+    /// Prometheus instruments (tick durations, moves by outcome).
+    meters: TickMeters,
     rng: SmallRng,
 }
 
@@ -139,6 +142,7 @@ impl World {
         settings: Settings,
         pending: Arc<PendingPositions>,
     ) -> Self {
+        let def_name = def.name.clone();
         let rules = Rules {
             speed_mps: def.max_speed_mps.unwrap_or(settings.default_speed_mps),
             mode: def.movement_mode,
@@ -167,6 +171,7 @@ impl World {
             share: None,
             share_drops: 0,
             ghosts: 0,
+            meters: TickMeters::new(&def_name),
             rng: SmallRng::from_os_rng(),
         }
     }
@@ -261,9 +266,11 @@ impl World {
             persist_us: us(t4, t5),
             total_us: us(start, t5),
         };
-        if t5.duration_since(start) > self.settings.tick_period() {
+        let overran = t5.duration_since(start) > self.settings.tick_period();
+        if overran {
             self.overruns += 1;
         }
+        self.meters.record(&self.timings, overran);
         self.record_duration(u64::from(self.timings.total_us));
     }
 
@@ -631,6 +638,11 @@ impl World {
             // The areas themselves arrive as `Command::ReplaceAreas`, loaded
             // from the store by the shard's control task (the tick does no I/O).
             ControlEvent::AreasChanged { .. } => {}
+            ControlEvent::Broadcast { world_id, text } => {
+                if world_id.is_none_or(|id| id == self.def.id) {
+                    self.say(&ChatLine::operator(self.def.id, text));
+                }
+            }
         }
     }
 
@@ -694,8 +706,10 @@ impl World {
                                 player.ack_seq = seq;
                                 player.position_seq += 1;
                                 player.dirty = true;
+                                self.meters.accepted.increment(1);
                             }
                             Err(reason) => {
+                                self.meters.refused(reason);
                                 if correct(player, seq, reason, self.rules.mode, now) {
                                     kicked.push(slot as u32);
                                 }

@@ -854,10 +854,25 @@ impl TestServer {
         token: Option<&str>,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
+        self.ops_request(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Any request to the ops port, with a JSON body and `Authorization:
+    /// Bearer <token>` if given; returns (status, body, `Null` if not JSON).
+    pub async fn ops_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut request = self
             .http
-            .post(format!("http://{}{path}", self.ops))
-            .json(&body);
+            .request(method, format!("http://{}{path}", self.ops));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
