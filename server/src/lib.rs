@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod net;
 pub mod ops;
+pub mod pages;
 mod server;
 pub mod store;
 pub mod world;

@@ -53,10 +53,11 @@ pub fn negotiate(ws: WebSocketUpgrade) -> Option<(WebSocketUpgrade, Encoding)> {
     Some((ws, encoding))
 }
 
-/// The game port's WebSocket route.
+/// The game port's WebSocket route, and the play page that uses it.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
+        .route("/", get(crate::pages::play))
         .with_state(gateway)
 }
 

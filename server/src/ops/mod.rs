@@ -58,6 +58,7 @@ pub fn router(state: OpsState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/dashboard", get(crate::pages::dashboard))
         .route("/api/status", get(status::status))
         .route("/api/shards", get(shards::shards))
         .route("/api/players", get(players::players))
