@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use futures_util::stream::SplitSink;
 use meridian_protocol::codec::write_bincode_update;
 use meridian_protocol::{Encoding, EntityState, ServerMessage, Update, WireState};
-use meridian_server::net::fanout::{flush, push};
+use meridian_server::net::fanout::{flush, push, YIELD_EVERY};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::frame;
@@ -104,11 +104,17 @@ async fn serve(mut ticks: watch::Receiver<u64>, mut joining: mpsc::UnboundedRece
         }
         let now = Instant::now();
         let mut i = 0;
+        let mut served = 0;
         while i < conns.len() {
             if conns[i].serve(now, &mut moved, &mut states, &mut buffer) {
                 i += 1;
             } else {
                 let _ = conns.swap_remove(i).outlet.done.send(());
+            }
+            // As the shard's fan-out does, so that readers run during a round.
+            served += 1;
+            if served % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
             }
         }
     }
