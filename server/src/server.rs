@@ -89,6 +89,8 @@ pub struct Server {
     /// Where joins look up a player's newest state on another shard.
     handover: Option<RedisCache>,
     default_world: String,
+    /// The database, whose migrations `/readyz` checks.
+    database: Arc<Database>,
     /// Renders `/metrics`: the process's recorder, installed before the
     /// worlds register their instruments.
     metrics: PrometheusHandle,
@@ -216,6 +218,7 @@ impl Server {
             cell_sync,
             handover,
             default_world,
+            database: Arc::new(database),
             metrics,
             stop,
         })
@@ -299,6 +302,7 @@ impl Server {
                 sync: self.cell_sync.as_ref().map(|sync| Arc::clone(&sync.stats)),
                 control: Arc::clone(&self.bus),
                 metrics: self.metrics.clone(),
+                database: Arc::clone(&self.database),
             }),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

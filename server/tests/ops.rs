@@ -61,3 +61,31 @@ async fn a_shard_alone_lists_itself_in_api_shards() {
     assert_eq!(shards[0]["players"], 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_needs_the_binarys_migrations_applied() {
+    let server = TestServer::start().await;
+    let (status, ready) = server.ops_get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["migrations"], "ok", "{ready}");
+    // Someone reverts the latest migration under the running shard: it stops
+    // being ready, and says why, until the migration is applied again.
+    let database = meridian_server::store::Database::open(
+        None,
+        &server.dir,
+        meridian_server::config::DbPool::default(),
+    )
+    .await
+    .unwrap();
+    let reverted = database.revert(None).await.unwrap();
+    assert_eq!(reverted.len(), 1);
+    let (status, ready) = server.ops_get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["checks"]["migrations"], "pending", "{ready}");
+    assert_eq!(ready["checks"]["database"], "ok", "{ready}");
+    database.run().await.unwrap();
+    let (status, ready) = server.ops_get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    server.stop().await;
+}

@@ -11,6 +11,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::OpsState;
+use crate::store::database::{MigrationInfo, MigrationState};
 
 /// How long the database may take to answer the readiness ping. A database
 /// that is down can otherwise hold the check for the pool's whole acquire
@@ -32,6 +33,20 @@ pub(super) async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
             tracing::warn!("readiness: database did not answer in time");
             "unreachable".to_owned()
         }
+    };
+    // A database that answers may still lack this binary's schema (a shard
+    // started with NO_MIGRATE before the migration job ran).
+    let migrations = if database == "ok" {
+        match tokio::time::timeout(PING_TIMEOUT, state.database.info()).await {
+            Ok(Ok(lines)) => migration_state(&lines),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "readiness: cannot read the applied migrations");
+                "unreadable"
+            }
+            Err(_) => "unreadable",
+        }
+    } else {
+        "unknown"
     };
     let flush = if state.pending.is_failing() {
         "failing"
@@ -55,13 +70,14 @@ pub(super) async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
             }
         }),
     };
-    let ready = database == "ok" && flush == "ok" && redis.is_none_or(|r| r == "ok");
+    let ready =
+        database == "ok" && migrations == "ok" && flush == "ok" && redis.is_none_or(|r| r == "ok");
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut checks = json!({ "database": database, "flush": flush });
+    let mut checks = json!({ "database": database, "migrations": migrations, "flush": flush });
     if let Some(redis) = redis {
         checks["redis"] = redis.into();
     }
@@ -71,4 +87,17 @@ pub(super) async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
         "pending_positions": state.pending.len(),
     });
     (status, Json(body))
+}
+
+/// `ok` when every migration of this binary is applied unchanged (newer ones,
+/// from a newer binary during a rolling upgrade, are fine); else `pending`
+/// or `edited`.
+fn migration_state(lines: &[MigrationInfo]) -> &'static str {
+    if lines.iter().any(|l| l.state == MigrationState::Edited) {
+        "edited"
+    } else if lines.iter().any(|l| l.state == MigrationState::Pending) {
+        "pending"
+    } else {
+        "ok"
+    }
 }

@@ -50,6 +50,8 @@ pub struct OpsState {
     pub control: Arc<dyn Bus>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The database, whose migrations `/readyz` compares with the binary's.
+    pub database: Arc<crate::store::Database>,
 }
 
 /// The ops routes.
