@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::OpsState;
 use crate::auth::{AuthError, BotError};
-use crate::store::{Role, StoreError};
+use crate::store::{Role, StoreError, WorldDef};
 
 /// A refused or failed admin request. Clients see `code()` and the message;
 /// the causes of `Unavailable` and `Internal` are logged, never sent.
@@ -108,6 +108,34 @@ impl From<BotError> for AdminError {
             BotError::Auth(e) => Self::Internal(e.to_string()),
         }
     }
+}
+
+/// The world named `name`, or the shard's default world.
+///
+/// # Errors
+/// `AdminError::UnknownWorld` if there is none of that name.
+pub(super) async fn world(state: &OpsState, name: Option<String>) -> Result<WorldDef, AdminError> {
+    let name = name.unwrap_or_else(|| state.default_world.clone());
+    state
+        .store
+        .worlds()
+        .await?
+        .into_iter()
+        .find(|w| w.name == name)
+        .ok_or(AdminError::UnknownWorld(name))
+}
+
+/// Whether `[min_lon, min_lat, max_lon, max_lat]` is a box of the map:
+/// finite, in range, and not empty.
+pub(super) fn is_box(b: [f64; 4]) -> bool {
+    let [min_lon, min_lat, max_lon, max_lat] = b;
+    b.iter().all(|v| v.is_finite())
+        && min_lon < max_lon
+        && min_lat < max_lat
+        && (-180.0..=180.0).contains(&min_lon)
+        && (-180.0..=180.0).contains(&max_lon)
+        && (-90.0..=90.0).contains(&min_lat)
+        && (-90.0..=90.0).contains(&max_lat)
 }
 
 /// Proof that a request may use the admin API: take it as a handler argument.

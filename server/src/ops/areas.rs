@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::admin::{Admin, AdminError};
+use super::admin::{world, Admin, AdminError};
 use super::OpsState;
 use crate::bus::ControlEvent;
 use crate::store::{Area, WorldDef};
@@ -37,18 +37,6 @@ pub const MAX_VERTICES: usize = 10_000;
 #[derive(Debug, Deserialize)]
 pub(super) struct WorldQuery {
     world: Option<String>,
-}
-
-/// The world named `name`, or the shard's default world.
-pub(super) async fn world(state: &OpsState, name: Option<String>) -> Result<WorldDef, AdminError> {
-    let name = name.unwrap_or_else(|| state.default_world.clone());
-    state
-        .store
-        .worlds()
-        .await?
-        .into_iter()
-        .find(|w| w.name == name)
-        .ok_or(AdminError::UnknownWorld(name))
 }
 
 /// The area id of a path, or why it is not one.

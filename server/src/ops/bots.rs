@@ -16,7 +16,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::admin::{Admin, AdminError};
+use super::admin::{is_box, world, Admin, AdminError};
 use super::OpsState;
 use crate::store::{now_ms, Area, StoredPosition, WorldDef};
 
@@ -95,28 +95,13 @@ pub(super) async fn mint(
         return Err(AdminError::Invalid("first is too large".into()));
     }
     if let Some(within) = request.within {
-        let [min_lon, min_lat, max_lon, max_lat] = within;
-        let ok = within.iter().all(|v| v.is_finite())
-            && min_lon < max_lon
-            && min_lat < max_lat
-            && (-180.0..=180.0).contains(&min_lon)
-            && (-180.0..=180.0).contains(&max_lon)
-            && (-90.0..=90.0).contains(&min_lat)
-            && (-90.0..=90.0).contains(&max_lat);
-        if !ok {
+        if !is_box(within) {
             return Err(AdminError::Invalid(
                 "within must be [min_lon, min_lat, max_lon, max_lat] with min < max".into(),
             ));
         }
     }
-    let name = request.world.unwrap_or_else(|| state.default_world.clone());
-    let world = state
-        .store
-        .worlds()
-        .await?
-        .into_iter()
-        .find(|w| w.name == name)
-        .ok_or(AdminError::UnknownWorld(name))?;
+    let world = world(&state, request.world).await?;
     let areas = state.store.areas(world.id).await?;
     let obstacles = obstacles(&areas);
 

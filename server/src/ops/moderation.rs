@@ -10,8 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::admin::{Admin, AdminError};
-use super::areas::world;
+use super::admin::{world, Admin, AdminError};
 use super::OpsState;
 use crate::bus::ControlEvent;
 use crate::world::chat::clean;

@@ -11,8 +11,7 @@ use meridian_protocol::LonLat;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admin::{Admin, AdminError};
-use super::areas::world;
+use super::admin::{is_box, world, Admin, AdminError};
 use super::OpsState;
 
 /// Players `/api/players` answers with when no `limit` is given.
@@ -44,18 +43,11 @@ fn parse_bbox(text: &str) -> Result<[f64; 4], AdminError> {
         .map(|v| v.trim().parse::<f64>())
         .collect::<Result<_, _>>()
         .map_err(|_| refused())?;
-    let [min_lon, min_lat, max_lon, max_lat] = numbers[..] else {
+    let Ok(b) = <[f64; 4]>::try_from(numbers) else {
         return Err(refused());
     };
-    let ok = numbers.iter().all(|v| v.is_finite())
-        && min_lon < max_lon
-        && min_lat < max_lat
-        && (-180.0..=180.0).contains(&min_lon)
-        && (-180.0..=180.0).contains(&max_lon)
-        && (-90.0..=90.0).contains(&min_lat)
-        && (-90.0..=90.0).contains(&max_lat);
-    if ok {
-        Ok([min_lon, min_lat, max_lon, max_lat])
+    if is_box(b) {
+        Ok(b)
     } else {
         Err(refused())
     }
