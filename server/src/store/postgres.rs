@@ -557,7 +557,19 @@ impl Store for PgStore {
         // `player_positions` has no GiST index (see its migration): the world's
         // rows are few enough to test each; `world_objects` has one.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
+        // Both queries take the same parameters: world, centre, radius, limit.
+        let around = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .bind(world_id)
+                .bind(center.lon)
+                .bind(center.lat)
+                .bind(radius_m)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)
+        };
+        let rows = around(
             "WITH c AS (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS g) \
              SELECT p.user_id, u.username, ST_X(p.geom) AS lon, ST_Y(p.geom) AS lat, \
                     (extract(epoch FROM p.updated_at) * 1000)::bigint AS updated_at_ms, \
@@ -566,14 +578,7 @@ impl Store for PgStore {
              WHERE p.world_id = $1 AND ST_DWithin(p.geom::geography, c.g, $4, false) \
              ORDER BY distance_m, p.user_id LIMIT $5",
         )
-        .bind(world_id)
-        .bind(center.lon)
-        .bind(center.lat)
-        .bind(radius_m)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .await?;
         let players = rows
             .iter()
             .map(|row| {
@@ -586,7 +591,7 @@ impl Store for PgStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let rows = sqlx::query(
+        let rows = around(
             "WITH c AS (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS g) \
              SELECT o.id, o.world_id, o.kind, o.name, ST_X(o.geom) AS lon, ST_Y(o.geom) AS lat, \
                     o.properties, ST_Distance(o.geom::geography, c.g, false) AS distance_m \
@@ -594,14 +599,7 @@ impl Store for PgStore {
              WHERE o.world_id = $1 AND ST_DWithin(o.geom::geography, c.g, $4, false) \
              ORDER BY distance_m, o.id LIMIT $5",
         )
-        .bind(world_id)
-        .bind(center.lon)
-        .bind(center.lat)
-        .bind(radius_m)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .await?;
         let objects = rows
             .iter()
             .map(|row| {
