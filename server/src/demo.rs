@@ -172,6 +172,8 @@ pub fn demo_world() -> (WorldDef, Vec<Area>, Vec<WorldObject>) {
         name: name.into(),
         position: LonLat { lon, lat },
         properties: json!({ "capture_radius_m": 20, "capture_time_ms": 5000 }),
+        owner: None,
+        version: 0,
     };
     let objects = vec![
         flag("Munttoren", 4.8937, 52.3672),

@@ -51,6 +51,7 @@ async fn admin_token(server: &TestServer) -> String {
         password_hash: Some(hash_password(password).unwrap()),
         device_hash: None,
         roles: vec![Role::Admin],
+        team: None,
         created_at_ms: now_ms(),
     };
     server.store().await.create_user(&user).await.unwrap();
@@ -486,6 +487,8 @@ async fn live_and_stored_positions_are_answered_for_a_box_and_a_radius() {
         name: "North gate".into(),
         position: offset(here, 0.0, 20.0),
         properties: json!({ "capture_radius_m": 20 }),
+        owner: None,
+        version: 0,
     };
     server.store().await.put_world_object(&flag).await.unwrap();
 

@@ -336,6 +336,7 @@ fn user(name: &str) -> User {
         password_hash: None,
         device_hash: Some(Uuid::now_v7().simple().to_string()),
         roles: vec![Role::Player],
+        team: None,
         created_at_ms: now_ms(),
     }
 }
@@ -471,6 +472,7 @@ async fn profiles_are_cached_for_five_minutes_and_dropped_on_write() {
         id: alice.id,
         username: alice.username.clone(),
         roles: vec![Role::Player],
+        team: None,
     };
     assert_eq!(
         c.store.profile(alice.id).await.unwrap(),

@@ -58,6 +58,7 @@ fn new_user(roles: Vec<Role>) -> User {
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         device_hash: None,
         roles,
+        team: None,
         created_at_ms: now_ms(),
     }
 }
@@ -264,6 +265,7 @@ async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
         id: admin.id,
         username: admin.username.clone(),
         roles: vec![Role::Player, Role::Admin],
+        team: None,
     };
     assert_eq!(
         store.profile(admin.id).await.unwrap(),
@@ -509,6 +511,8 @@ async fn world_objects_round_trip(store: &dyn Store) {
             lat: 52.373_198_765_432_1,
         },
         properties: serde_json::json!({ "capture_radius_m": 20, "capture_time_ms": 5000 }),
+        owner: None,
+        version: 0,
     };
     store.put_world_object(&flag).await.unwrap();
     assert_eq!(store.world_objects(world.id).await.unwrap(), [flag.clone()]);
@@ -1106,6 +1110,8 @@ async fn nearby_finds_positions_and_objects_within_the_radius_nearest_first(stor
         name: "Near".into(),
         position: east(20.0),
         properties: serde_json::json!({}),
+        owner: None,
+        version: 0,
     };
     let far_flag = WorldObject {
         id: Uuid::now_v7(),

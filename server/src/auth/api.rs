@@ -329,6 +329,7 @@ async fn register(
         password_hash: Some(password_hash),
         device_hash: None,
         roles: vec![Role::Player],
+        team: None,
         created_at_ms: now_ms(),
     };
     auth.store.create_user(&user).await?;
@@ -403,6 +404,7 @@ async fn create_guest(auth: &Auth, device_hash: &str) -> Result<User, ApiError> 
             password_hash: None,
             device_hash: Some(device_hash.to_owned()),
             roles: vec![Role::Player],
+            team: None,
             created_at_ms: now_ms(),
         };
         match auth.store.create_user(&user).await {

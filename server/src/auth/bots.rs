@@ -72,6 +72,7 @@ impl Auth {
                     password_hash: None,
                     device_hash: Some(hex::encode(Sha256::digest(secret))),
                     roles: vec![Role::Player],
+                    team: None,
                     created_at_ms: now_ms(),
                 };
                 match self.store.create_user(&user).await {

@@ -30,8 +30,8 @@ use super::redis_cache::{CacheError, RedisCache};
 use meridian_protocol::LonLat;
 
 use super::{
-    now_ms, Area, Nearby, Profile, Rotation, Session, Store, StoreError, StoredPosition, User,
-    WorldDef, WorldObject,
+    now_ms, Area, Capture, CaptureOutcome, CommittedCapture, Nearby, Profile, Rotation, Session,
+    Store, StoreError, StoredPosition, Team, TeamScore, User, WorldDef, WorldObject,
 };
 
 /// The longest a session key lives. Sessions last longer (the database has
@@ -407,6 +407,46 @@ impl Store for CachedStore {
 
     async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError> {
         self.inner.put_world_object(object).await
+    }
+
+    async fn delete_world_object(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_world_object(id).await
+    }
+
+    async fn teams(&self) -> Result<Vec<Team>, StoreError> {
+        self.inner.teams().await
+    }
+
+    async fn team_scores(&self, world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
+        self.inner.team_scores(world_id).await
+    }
+
+    async fn reset_scores(&self, world_id: Uuid) -> Result<(), StoreError> {
+        self.inner.reset_scores(world_id).await
+    }
+
+    async fn capture_flag(&self, capture: &Capture) -> Result<CaptureOutcome, StoreError> {
+        self.inner.capture_flag(capture).await
+    }
+
+    async fn unannounced_captures(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<CommittedCapture>, StoreError> {
+        self.inner.unannounced_captures(before_ms, limit).await
+    }
+
+    async fn mark_announced(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.inner.mark_announced(ids).await
+    }
+
+    async fn captures(
+        &self,
+        world_id: Uuid,
+        since_ms: i64,
+    ) -> Result<Vec<CommittedCapture>, StoreError> {
+        self.inner.captures(world_id, since_ms).await
     }
 
     async fn position(

@@ -181,6 +181,7 @@ mod tests {
             password_hash: None,
             device_hash: None,
             roles: vec![],
+            team: None,
             created_at_ms: now_ms(),
         };
         store.create_user(&user).await.unwrap();

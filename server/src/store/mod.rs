@@ -10,6 +10,7 @@
 pub mod cached;
 pub mod database;
 pub mod flusher;
+pub mod gameplay;
 pub mod pending;
 pub mod postgres;
 pub mod redis_cache;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 pub use cached::CachedStore;
 pub use database::Database;
 pub use flusher::Flusher;
+pub use gameplay::{Capture, CaptureOutcome, CommittedCapture, Team, TeamScore};
 pub use pending::PendingPositions;
 pub use postgres::PgStore;
 pub use redis_cache::{CacheError, RedisCache};
@@ -91,6 +93,9 @@ pub struct User {
     pub device_hash: Option<String>,
     /// Roles held.
     pub roles: Vec<Role>,
+    /// The team played for. `create_user` given `None` assigns the team with
+    /// the fewest members (the first in display order on a tie).
+    pub team: Option<String>,
     /// Unix milliseconds.
     pub created_at_ms: i64,
 }
@@ -105,6 +110,9 @@ pub struct Profile {
     pub username: String,
     /// Its roles.
     pub roles: Vec<Role>,
+    /// Its team; `None` only for an account no team was ever assigned to.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 impl From<User> for Profile {
@@ -113,6 +121,7 @@ impl From<User> for Profile {
             id: user.id,
             username: user.username,
             roles: user.roles,
+            team: user.team,
         }
     }
 }
@@ -268,6 +277,13 @@ pub struct WorldObject {
     pub position: LonLat,
     /// Type-specific settings, e.g. `{"capture_radius_m": 20}`.
     pub properties: serde_json::Value,
+    /// The team holding it (flags), if any.
+    pub owner: Option<String>,
+    /// Increases with every change (a capture, an edit), so a capture can be a
+    /// conditional update on the version it was won against. `put_world_object`
+    /// ignores the value given: it writes 0 for a new object and the stored
+    /// version plus one for a replaced one.
+    pub version: i64,
 }
 
 /// A player's last known position in a world, ordered by `(epoch, seq)`.
@@ -420,6 +436,68 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `StoreError::Unavailable` on database failure.
     async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError>;
+
+    /// Delete a placed object; returns whether it existed. Its captures stay
+    /// in the history.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn delete_world_object(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Every team, in display order.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn teams(&self) -> Result<Vec<Team>, StoreError>;
+
+    /// Every team's score in a world, in display order (0 before any capture).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn team_scores(&self, world_id: Uuid) -> Result<Vec<TeamScore>, StoreError>;
+
+    /// Set every team's score in a world to 0. The capture history stays.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn reset_scores(&self, world_id: Uuid) -> Result<(), StoreError>;
+
+    /// Commit a capture in one transaction: the flag's owner and version are
+    /// updated only if it is still at `capture.version`, the capture joins the
+    /// history (not yet announced), and the team's score goes up by one. A
+    /// capture whose id is already in the history is `Stale` too, so a retry
+    /// never counts twice.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure; nothing was written then.
+    async fn capture_flag(&self, capture: &Capture) -> Result<CaptureOutcome, StoreError>;
+
+    /// Committed captures not yet marked announced, captured at or before
+    /// `before_ms`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn unannounced_captures(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<CommittedCapture>, StoreError>;
+
+    /// Mark captures announced (unknown ids are ignored).
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn mark_announced(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+
+    /// A world's captures at or after `since_ms`, oldest first.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` on database failure.
+    async fn captures(
+        &self,
+        world_id: Uuid,
+        since_ms: i64,
+    ) -> Result<Vec<CommittedCapture>, StoreError>;
 
     /// A player's last stored position in a world.
     ///

@@ -159,6 +159,7 @@ impl PgStore {
                 password_hash: row.try_get("password_hash").map_err(db_error)?,
                 device_hash: row.try_get("device_hash").map_err(db_error)?,
                 roles,
+                team: None,
                 created_at_ms: row.try_get("created_at_ms").map_err(db_error)?,
             })
         })
@@ -513,6 +514,46 @@ impl Store for PgStore {
         .map_err(db_error)
     }
 
+    async fn delete_world_object(&self, _id: Uuid) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn teams(&self) -> Result<Vec<Team>, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn team_scores(&self, _world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn reset_scores(&self, _world_id: Uuid) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn capture_flag(&self, _capture: &Capture) -> Result<CaptureOutcome, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn unannounced_captures(
+        &self,
+        _before_ms: i64,
+        _limit: usize,
+    ) -> Result<Vec<CommittedCapture>, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn mark_announced(&self, _ids: &[Uuid]) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
+    async fn captures(
+        &self,
+        _world_id: Uuid,
+        _since_ms: i64,
+    ) -> Result<Vec<CommittedCapture>, StoreError> {
+        Err(StoreError::Unavailable("not yet implemented".into()))
+    }
+
     async fn position(
         &self,
         user_id: Uuid,
@@ -759,6 +800,8 @@ fn world_object(row: &PgRow) -> Result<WorldObject, StoreError> {
         name: row.try_get("name").map_err(db_error)?,
         position: lon_lat(row, "lon", "lat")?,
         properties,
+        owner: None,
+        version: 0,
     })
 }
 
