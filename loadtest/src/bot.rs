@@ -379,7 +379,9 @@ impl Bot {
             ServerMessage::Welcome { .. }
             | ServerMessage::AreaEvent { .. }
             | ServerMessage::Pong { .. }
-            | ServerMessage::ChatMessage { .. } => {}
+            | ServerMessage::ChatMessage { .. }
+            | ServerMessage::Flags { .. }
+            | ServerMessage::FlagEvent { .. } => {}
         }
         true
     }

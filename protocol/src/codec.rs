@@ -131,6 +131,8 @@ const SERVER_VARIANTS: &[&str] = &[
     "Kicked",
     "Error",
     "ChatMessage",
+    "Flags",
+    "FlagEvent",
 ];
 
 /// The bincode variant index of `ServerMessage::Update`.
@@ -338,6 +340,8 @@ impl ServerMessage {
             Self::Kicked { .. } => "kicked",
             Self::Error { .. } => "error",
             Self::ChatMessage { .. } => "chat_message",
+            Self::Flags { .. } => "flags",
+            Self::FlagEvent { .. } => "flag_event",
         }
     }
 }

@@ -15,8 +15,8 @@ pub mod message;
 pub use codec::{Encoding, WireState};
 pub use error::{DecodeError, ErrorCode};
 pub use message::{
-    AreaKind, ChatChannel, ClientMessage, CorrectionReason, EntityInfo, EntityState, KickReason,
-    LonLat, ServerMessage, Transition, Update,
+    AreaKind, ChatChannel, ClientMessage, CorrectionReason, EntityInfo, EntityState, FlagChange,
+    FlagInfo, KickReason, LonLat, ServerMessage, TeamInfo, Transition, Update,
 };
 
 /// The protocol version carried in the subprotocol names.

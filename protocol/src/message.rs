@@ -77,6 +77,8 @@ pub enum ClientMessage {
 pub enum ChatChannel {
     /// Everyone in the world, on every shard.
     World,
+    /// Players within the server's chat radius of the speaker, on every shard.
+    Nearby,
 }
 
 impl ChatChannel {
@@ -85,6 +87,7 @@ impl ChatChannel {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::World => "world",
+            Self::Nearby => "nearby",
         }
     }
 }
@@ -174,6 +177,94 @@ pub enum ServerMessage {
         text: String,
         /// When the speaker's shard took it, Unix milliseconds.
         sent_ms: u64,
+    },
+    /// The world's teams with their scores, and its flags: sent after
+    /// `Welcome`, and again whenever an operator adds, moves or removes a
+    /// flag or resets the scores. Later changes come as `FlagEvent`s.
+    Flags {
+        /// The player's own team (`None` for an account without one).
+        team: Option<String>,
+        /// Every team, in display order.
+        teams: Vec<TeamInfo>,
+        /// Every flag of the world.
+        flags: Vec<FlagInfo>,
+    },
+    /// Something happened at a flag.
+    FlagEvent {
+        /// Numbered per player from 1, so clients can order events.
+        n: u32,
+        /// The flag.
+        flag_id: Uuid,
+        /// What happened.
+        change: FlagChange,
+    },
+}
+
+/// A team, as `ServerMessage::Flags` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamInfo {
+    /// Unique name, e.g. `red`.
+    pub name: String,
+    /// Display colour, CSS hex.
+    pub colour: String,
+    /// Flags captured since the last reset.
+    pub score: i64,
+}
+
+/// A flag, as `ServerMessage::Flags` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagInfo {
+    /// The flag's id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Where it stands.
+    pub position: LonLat,
+    /// Players within this many metres of it capture or contest it.
+    pub radius_m: f32,
+    /// How long a team must hold the zone alone to capture it, in milliseconds.
+    pub capture_ms: u32,
+    /// The team holding it, if any.
+    pub owner: Option<String>,
+    /// Whether it can be captured at all (not when it stands in a `safe` area).
+    pub capturable: bool,
+}
+
+/// What happened at a flag (`ServerMessage::FlagEvent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagChange {
+    /// The player entered the flag's capture zone.
+    Enter,
+    /// The player left the flag's capture zone.
+    Leave,
+    /// A team alone in the zone started capturing it (sent to players near it).
+    Capturing {
+        /// The capturing team.
+        team: String,
+        /// When the capture completes if nothing changes, server Unix milliseconds.
+        done_ms: u64,
+    },
+    /// Players of more than one team are in the zone: the capture in progress
+    /// is lost and nobody captures until one team is alone again.
+    Contested,
+    /// The capturing team left the zone before the capture time: its progress is lost.
+    Reset,
+    /// The capture could not be saved (the database is unavailable): it did
+    /// not happen, and holding the zone starts it again.
+    Refused,
+    /// The flag was captured (sent to every player of the world).
+    Captured {
+        /// The capture's id, unique across shards.
+        capture_id: Uuid,
+        /// The team that now holds the flag.
+        team: String,
+        /// The player credited with it.
+        player_id: Uuid,
+        /// That player's display name.
+        name: String,
+        /// The team's new score.
+        score: i64,
     },
 }
 

@@ -43,6 +43,7 @@ fn settings() -> Settings {
         view: View::new(150.0, 64),
         default_speed_mps: 10.0,
         resume_grace: Duration::from_secs(20),
+        chat_radius_m: 100.0,
     }
 }
 
@@ -86,6 +87,7 @@ fn populated(n: usize, spread_m: f64, rng: &mut SmallRng) -> (World, Vec<Walker>
                     seq: 0,
                     updated_at_ms: 0,
                 }),
+                team: None,
                 link,
             },
             reply,

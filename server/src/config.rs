@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Most entities a player sees at once, nearest first [default: 64].
     #[arg(long, env = "AOI_MAX")]
     pub aoi_max: Option<usize>,
+    /// How far `nearby` chat carries, in metres; at most AOI_RADIUS_M [default: 100].
+    #[arg(long, env = "CHAT_RADIUS_M")]
+    pub chat_radius_m: Option<f64>,
     /// Speed limit in m/s for worlds that do not set their own [default: 10].
     #[arg(long, env = "MAX_SPEED_MPS")]
     pub max_speed_mps: Option<f64>,
@@ -159,6 +162,8 @@ pub struct Config {
     pub aoi_radius_m: f64,
     /// Most entities one player sees.
     pub aoi_max: usize,
+    /// How far `nearby` chat carries, in metres.
+    pub chat_radius_m: f64,
     /// Default speed limit in m/s.
     pub max_speed_mps: f64,
     /// The JWT secret, if configured; `None` means "generate a development one".
@@ -219,6 +224,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             aoi_radius_m: 150.0,
             aoi_max: 64,
+            chat_radius_m: 100.0,
             max_speed_mps: 10.0,
             jwt_secret: None,
             resume_grace: Duration::from_millis(20_000),
@@ -299,6 +305,7 @@ impl ServeArgs {
                 .map_or(d.flush_interval, Duration::from_millis),
             aoi_radius_m: pick!(aoi_radius_m).unwrap_or(d.aoi_radius_m),
             aoi_max: pick!(aoi_max).unwrap_or(d.aoi_max),
+            chat_radius_m: pick!(chat_radius_m).unwrap_or(d.chat_radius_m),
             max_speed_mps: pick!(max_speed_mps).unwrap_or(d.max_speed_mps),
             jwt_secret: pick_text!(jwt_secret),
             resume_grace: pick!(resume_grace_ms).map_or(d.resume_grace, Duration::from_millis),
@@ -366,6 +373,14 @@ impl Config {
             && self.aoi_radius_m <= 10_000.0)
         {
             return invalid("AOI_RADIUS_M", "must be between 1 and 10000 metres");
+        }
+        // Nearby chat is found through the same grid and cell channels as
+        // the area of interest, which reach no farther.
+        if !(self.chat_radius_m.is_finite()
+            && self.chat_radius_m >= 1.0
+            && self.chat_radius_m <= self.aoi_radius_m)
+        {
+            return invalid("CHAT_RADIUS_M", "must be between 1 metre and AOI_RADIUS_M");
         }
         if !(1..=1024).contains(&self.aoi_max) {
             return invalid("AOI_MAX", "must be in 1..=1024");

@@ -711,6 +711,7 @@ mod tests {
                 },
                 heading: 1.0,
                 speed_mps: 2.0,
+                team: None,
             }],
         };
         assert_eq!(CellBatch::decode(&batch.encode()), Some(batch.clone()));

@@ -54,6 +54,19 @@ pub enum ControlEvent {
         /// What to say, already cleaned.
         text: String,
     },
+    /// A flag capture was committed: every shard announces it once (by its id).
+    FlagCaptured(crate::store::CommittedCapture),
+    /// A world's flags changed in the store (an operator added, moved or
+    /// removed one): reload them.
+    FlagsChanged {
+        /// The world.
+        world_id: Uuid,
+    },
+    /// An operator reset a world's scores to 0.
+    ScoresReset {
+        /// The world.
+        world_id: Uuid,
+    },
 }
 
 /// The shards' shared channel. Calls never block: they hand work to a

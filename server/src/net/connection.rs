@@ -263,6 +263,14 @@ async fn establish(
         ),
         None => stored,
     };
+    // The team is read at every join, not carried in the token, so a team
+    // change counts from the next connection (cached with Redis).
+    let team = gateway
+        .store
+        .profile(identity.user_id)
+        .await
+        .map_err(store_error)?
+        .and_then(|profile| profile.team);
     let (reply, answer) = oneshot::channel();
     let command = Command::Join {
         request: JoinRequest {
@@ -271,6 +279,7 @@ async fn establish(
             name: identity.username,
             epoch,
             stored,
+            team,
             link: link.clone(),
         },
         reply,

@@ -515,6 +515,7 @@ mod tests {
             name: format!("p{i}"),
             epoch: 1,
             stored: Some(stored),
+            team: None,
             link,
         };
         world.tick(now, vec![Command::Join { request, reply }]);
@@ -536,6 +537,7 @@ mod tests {
             view: View::new(150.0, 64),
             default_speed_mps: 1000.0,
             resume_grace: Duration::from_secs(20),
+            chat_radius_m: 100.0,
         };
         World::new(def, &[], settings, Arc::new(PendingPositions::default()))
     }

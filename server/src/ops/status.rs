@@ -77,6 +77,7 @@ pub(super) async fn status(State(state): State<OpsState>) -> impl IntoResponse {
                     "sessions": t.sessions_us,
                     "publish": t.publish_us,
                     "persist": t.persist_us,
+                    "flags": t.flags_us,
                 },
                 "overruns": snapshot.overruns,
             })

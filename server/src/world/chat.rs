@@ -1,7 +1,7 @@
 //! Chat lines as the tick hands them out: to every local player of the world
 //! and, through the shard-sync task, to the other shards.
 
-use meridian_protocol::{ChatChannel, ServerMessage};
+use meridian_protocol::{ChatChannel, LonLat, ServerMessage};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -10,7 +10,7 @@ use uuid::Uuid;
 pub const CHAT_PER_SECOND: u32 = 1;
 
 /// One line of chat, as it travels between shards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatLine {
     /// The world it was said in.
     pub world_id: Uuid,
@@ -26,6 +26,9 @@ pub struct ChatLine {
     pub text: String,
     /// When the speaker's shard took it, Unix milliseconds.
     pub sent_ms: u64,
+    /// Where the speaker stood, for `nearby` chat (heard within the chat
+    /// radius of it); `None` for world chat.
+    pub position: Option<LonLat>,
 }
 
 impl ChatLine {
@@ -44,6 +47,7 @@ impl ChatLine {
             name: Self::OPERATOR.to_owned(),
             text,
             sent_ms: crate::store::now_ms() as u64,
+            position: None,
         }
     }
 

@@ -10,7 +10,7 @@ use super::chat::ChatLine;
 use super::ghost::RemotePlayer;
 use super::link::ConnLink;
 use crate::bus::ControlEvent;
-use crate::store::{Area, StoredPosition};
+use crate::store::{Area, CommittedCapture, StoredPosition, WorldObject};
 
 /// A request to the tick task.
 #[derive(Debug)]
@@ -67,6 +67,17 @@ pub enum Command {
     },
     /// A line of chat said on another shard.
     RemoteChat(ChatLine),
+    /// The world's placed objects changed: use these flags from now on.
+    ReplaceFlags(Vec<WorldObject>),
+    /// The writer's answer to a proposed capture.
+    CaptureDone {
+        /// The flag.
+        flag_id: Uuid,
+        /// The capture's id.
+        capture_id: Uuid,
+        /// What became of it.
+        result: CaptureResult,
+    },
     /// Players of another shard, as it published them: shown here as ghosts.
     Ghosts {
         /// The shard they are on.
@@ -112,6 +123,8 @@ pub struct JoinRequest {
     pub epoch: u64,
     /// The player's last stored position in this world, if any.
     pub stored: Option<StoredPosition>,
+    /// The player's team, if it has one.
+    pub team: Option<String>,
     /// The connection.
     pub link: ConnLink,
 }
@@ -125,6 +138,17 @@ pub struct Joined {
     pub user_id: Uuid,
     /// Where the player stands.
     pub position: LonLat,
+}
+
+/// What the writer did with a proposed capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureResult {
+    /// Committed: announce it.
+    Committed(CommittedCapture),
+    /// Not written: the flag had moved on (the winner's announcement follows).
+    Stale,
+    /// Not written: the database is unavailable, so the capture is refused.
+    Unsaved,
 }
 
 /// Why a join or resume was refused.

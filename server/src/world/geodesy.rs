@@ -21,6 +21,22 @@ pub fn distance_m(a: LonLat, b: LonLat) -> f64 {
     Haversine.distance(Point::new(a.lon, a.lat), Point::new(b.lon, b.lat))
 }
 
+/// Straight-line distance through the Earth equal to an arc of `arc_m` on its
+/// surface. Comparing chords is the same as comparing great-circle distances
+/// (one is a monotonic function of the other) and needs no trigonometry per
+/// pair, which is why the hot proximity checks compare squared chords of
+/// `to_ecef` positions.
+#[must_use]
+pub fn chord_for_arc(arc_m: f64) -> f64 {
+    2.0 * EARTH_RADIUS_M * (arc_m / (2.0 * EARTH_RADIUS_M)).sin()
+}
+
+/// The squared straight-line distance between two `to_ecef` positions.
+#[must_use]
+pub fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
+}
+
 /// Longitude wrapped into [-180, 180).
 #[must_use]
 pub fn normalize_lon(lon: f64) -> f64 {

@@ -37,6 +37,8 @@ pub struct RemotePlayer {
     pub heading: f32,
     /// Speed over its last movement, m/s.
     pub speed_mps: f32,
+    /// Its team, which counts when it stands at a flag.
+    pub team: Option<Arc<str>>,
 }
 
 /// The local players of one world that changed in a tick, or are due for

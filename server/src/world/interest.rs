@@ -7,7 +7,7 @@
 //! client that could not keep up skips straight to fresh state instead of
 //! replaying a backlog, and the memory per connection is bounded by `AOI_MAX`.
 
-use super::geodesy::EARTH_RADIUS_M;
+use super::geodesy::{chord2, chord_for_arc};
 use super::snapshot::{Snapshot, SLOT_MASK};
 
 /// How far a client sees.
@@ -103,13 +103,6 @@ pub struct Interest {
     scanned_at: u64,
 }
 
-/// Straight-line distance through the Earth equal to an arc of `arc_m` on its
-/// surface. Comparing chords is the same as comparing great-circle distances
-/// (one is a monotonic function of the other) and needs no trigonometry per pair.
-fn chord_for_arc(arc_m: f64) -> f64 {
-    2.0 * EARTH_RADIUS_M * (arc_m / (2.0 * EARTH_RADIUS_M)).sin()
-}
-
 /// Keep the `max` nearest of `candidates` and return the distance bits of the
 /// farthest kept: nothing not nearer than that can be kept any more.
 fn keep_nearest(candidates: &mut Vec<(u64, u32)>, max: usize) -> u64 {
@@ -126,10 +119,6 @@ fn keep_nearest(candidates: &mut Vec<(u64, u32)>, max: usize) -> u64 {
 /// Whether `id` is in a known set sorted by id.
 fn knows(known: &[Known], id: u32) -> bool {
     known.binary_search_by_key(&id, |k| k.id).is_ok()
-}
-
-fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
-    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
 }
 
 impl Interest {

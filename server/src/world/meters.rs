@@ -19,14 +19,16 @@ const REASONS: [CorrectionReason; 4] = [
 ];
 
 /// The tick's steps as they are labelled, in the order of `TickTimings`.
-pub const STEPS: [&str; 5] = ["commands", "movement", "sessions", "publish", "persist"];
+pub const STEPS: [&str; 6] = [
+    "commands", "movement", "sessions", "publish", "persist", "flags",
+];
 
 /// One world's instruments.
 pub struct TickMeters {
     /// `meridian_tick_duration_seconds`: whole ticks.
     tick: Histogram,
     /// `meridian_tick_step_duration_seconds{step}`, in the order of `STEPS`.
-    steps: [Histogram; 5],
+    steps: [Histogram; 6],
     /// `meridian_tick_overruns_total`: ticks longer than the tick period.
     overruns: Counter,
     /// `meridian_moves_accepted_total`.
@@ -61,6 +63,7 @@ impl TickMeters {
             timings.sessions_us,
             timings.publish_us,
             timings.persist_us,
+            timings.flags_us,
         ];
         for (histogram, us) in self.steps.iter().zip(steps) {
             histogram.record(seconds(us));

@@ -8,6 +8,7 @@
 pub mod areas;
 pub mod chat;
 pub mod command;
+pub mod flags;
 pub mod geodesy;
 pub mod ghost;
 pub mod grid;
@@ -21,7 +22,7 @@ mod spawn;
 mod tick;
 
 pub use chat::ChatLine;
-pub use command::{Command, Input, JoinError, JoinRequest, Joined};
+pub use command::{CaptureResult, Command, Input, JoinError, JoinRequest, Joined};
 pub use ghost::{LocalChanges, RemotePlayer, Shared, GHOST_TTL};
 pub use link::{ConnLink, Outgoing, Signals};
 pub use snapshot::Snapshot;

@@ -66,6 +66,10 @@ pub struct Player {
     pub inside: Vec<Uuid>,
     /// Number of the last `AreaEvent` sent.
     pub area_events: u32,
+    /// The team played for.
+    pub team: Option<Arc<str>>,
+    /// Number of the last `FlagEvent` sent.
+    pub flag_events: u32,
     /// Fencing epoch of the current login.
     pub epoch: u64,
     /// Increases with every accepted move; `(epoch, seq)` orders stored positions.

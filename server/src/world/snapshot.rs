@@ -94,6 +94,8 @@ pub struct TickTimings {
     pub publish_us: u32,
     /// Handing dirty positions to the flusher.
     pub persist_us: u32,
+    /// Flags: zone events and captures.
+    pub flags_us: u32,
     /// The whole tick.
     pub total_us: u32,
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_protocol::{
-    close, AreaKind, CorrectionReason, EntityState, KickReason, ServerMessage, Transition,
-    WireState,
+    close, AreaKind, ChatChannel, CorrectionReason, EntityState, FlagChange, KickReason, LonLat,
+    ServerMessage, Transition, WireState,
 };
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::areas::AreaIndex;
 use super::chat::ChatLine;
-use super::command::{Command, Input, JoinError, JoinRequest, Joined};
-use super::geodesy::{distance_m, to_ecef};
+use super::command::{CaptureResult, Command, Input, JoinError, JoinRequest, Joined};
+use super::flags::{Effect, Flags, Presence};
+use super::geodesy::{chord2, chord_for_arc, distance_m, to_ecef};
 use super::ghost::{Ghost, LocalChanges, RemotePlayer, Shared};
 use super::grid::Grid;
 use super::interest::View;
@@ -34,7 +35,9 @@ use super::snapshot::{
 };
 use super::spawn;
 use crate::bus::ControlEvent;
-use crate::store::{now_ms, Area, PendingPositions, StoredPosition, WorldDef};
+use crate::store::{
+    now_ms, Area, Capture, PendingPositions, StoredPosition, Team, TeamScore, WorldDef, WorldObject,
+};
 
 /// Commands queued for the tick before senders are refused (`ServerBusy`).
 pub const COMMAND_CAPACITY: usize = 65_536;
@@ -58,6 +61,8 @@ pub struct Settings {
     pub default_speed_mps: f64,
     /// How long a dropped player stays, resumable.
     pub resume_grace: Duration,
+    /// How far `nearby` chat carries, metres (at most the view radius).
+    pub chat_radius_m: f64,
 }
 
 impl Settings {
@@ -70,6 +75,7 @@ impl Settings {
             view: View::new(config.aoi_radius_m, config.aoi_max),
             default_speed_mps: config.max_speed_mps,
             resume_grace: config.resume_grace,
+            chat_radius_m: config.chat_radius_m,
         }
     }
 
@@ -130,6 +136,12 @@ pub struct World {
     ghosts: usize,
     /// Prometheus instruments (tick durations, moves by outcome).
     meters: TickMeters,
+    /// Flags, teams and scores.
+    flags: Flags,
+    /// Whether flags or scores changed since the last publish.
+    flags_changed: bool,
+    /// Where proposed captures go to be committed (the capture writer).
+    captures: Option<mpsc::Sender<Capture>>,
     rng: SmallRng,
 }
 
@@ -172,8 +184,24 @@ impl World {
             share_drops: 0,
             ghosts: 0,
             meters: TickMeters::new(&def_name),
+            flags: Flags::default(),
+            flags_changed: true,
+            captures: None,
             rng: SmallRng::from_os_rng(),
         }
+    }
+
+    /// Play with these teams (and their scores) and the flags among `objects`.
+    pub fn set_flags(&mut self, teams: Vec<Team>, scores: &[TeamScore], objects: &[WorldObject]) {
+        self.flags = Flags::new(teams, scores);
+        self.replace_flags(objects);
+    }
+
+    /// Hand proposed captures to `sender` (the capture writer, shared by every
+    /// world), which answers with `Command::CaptureDone`. Without one, every
+    /// capture is refused: nothing is announced that was not committed.
+    pub fn capture_with(&mut self, sender: mpsc::Sender<Capture>) {
+        self.captures = Some(sender);
     }
 
     /// Publish local players' changes for the other shards through `sender`
@@ -239,6 +267,8 @@ impl World {
     /// 4. publish: the snapshot (entities, grid, timings) built and published;
     ///    local players' changes handed to the shard-sync task, if any.
     /// 5. persist: moved players' positions handed to the flusher.
+    /// 6. flags: who stands at each flag (from the snapshot's grid), zone
+    ///    events, captures started, contested, reset or proposed to the writer.
     pub fn tick(&mut self, now: Instant, commands: Vec<Command>) {
         self.tick += 1;
         let start = Instant::now();
@@ -255,6 +285,8 @@ impl World {
         let t4 = Instant::now();
         self.persist();
         let t5 = Instant::now();
+        self.gameplay(now);
+        let t6 = Instant::now();
         let us = |a: Instant, b: Instant| {
             b.duration_since(a).as_micros().min(u128::from(u32::MAX)) as u32
         };
@@ -264,9 +296,10 @@ impl World {
             sessions_us: us(t2, t3),
             publish_us: us(t3, t4),
             persist_us: us(t4, t5),
-            total_us: us(start, t5),
+            flags_us: us(t5, t6),
+            total_us: us(start, t6),
         };
-        let overran = t5.duration_since(start) > self.settings.tick_period();
+        let overran = t6.duration_since(start) > self.settings.tick_period();
         if overran {
             self.overruns += 1;
         }
@@ -338,10 +371,10 @@ impl World {
                 channel,
                 text,
             } => {
-                let Some((from, name)) = self
+                let Some((from, name, at)) = self
                     .player_mut(entity)
                     .filter(|p| p.link.as_ref().is_some_and(|l| l.conn_id == conn_id))
-                    .map(|p| (p.user_id, p.name.to_string()))
+                    .map(|p| (p.user_id, p.name.to_string(), p.position))
                 else {
                     return;
                 };
@@ -353,6 +386,7 @@ impl World {
                     name,
                     text,
                     sent_ms: now_ms() as u64,
+                    position: (channel == ChatChannel::Nearby).then_some(at),
                 };
                 self.say(&line);
                 if let Some(share) = &self.share {
@@ -362,6 +396,32 @@ impl World {
                 }
             }
             Command::RemoteChat(line) => self.say(&line),
+            Command::ReplaceFlags(objects) => {
+                self.replace_flags(&objects);
+                self.tell_flags();
+            }
+            Command::CaptureDone {
+                flag_id,
+                capture_id,
+                result,
+            } => {
+                let mut effects = Vec::new();
+                match result {
+                    CaptureResult::Committed(committed) => {
+                        self.flags.apply(&committed, &mut effects);
+                    }
+                    CaptureResult::Stale => {
+                        self.flags
+                            .not_committed(flag_id, capture_id, true, &mut effects);
+                    }
+                    CaptureResult::Unsaved => {
+                        self.flags
+                            .not_committed(flag_id, capture_id, false, &mut effects);
+                    }
+                }
+                self.flags_changed = true;
+                self.carry_out(effects);
+            }
             Command::Ghosts { shard, players } => {
                 for remote in players {
                     self.ghost(&shard, remote, now);
@@ -370,14 +430,40 @@ impl World {
         }
     }
 
-    /// Deliver a chat line to every connected local player of the world.
+    /// Deliver a chat line to every connected local player of the world, or
+    /// for `nearby` chat, to those within the chat radius of the speaker.
     fn say(&self, line: &ChatLine) {
         let message = line.message();
-        for player in self.slots.iter().flatten() {
-            if let Some(link) = &player.link {
-                link.send(message.clone());
+        match line.position {
+            None => {
+                for player in self.slots.iter().flatten() {
+                    if let Some(link) = &player.link {
+                        link.send(message.clone());
+                    }
+                }
             }
+            Some(at) => self.for_each_near(at, self.settings.chat_radius_m, |player| {
+                if let Some(link) = &player.link {
+                    link.send(message.clone());
+                }
+            }),
         }
+    }
+
+    /// Call `f` with every player within `radius_m` of `at` (at most the
+    /// view's leave radius, the cell size of the snapshot's grid), as of the
+    /// last published snapshot.
+    fn for_each_near(&self, at: LonLat, radius_m: f64, mut f: impl FnMut(&Player)) {
+        let snapshot = Arc::clone(&self.publisher.borrow());
+        let centre = to_ecef(at);
+        let r2 = chord_for_arc(radius_m.min(snapshot.grid.cell_m())).powi(2);
+        snapshot.grid.for_each_near(centre, |slot, pos| {
+            if chord2(*pos, centre) <= r2 {
+                if let Some(player) = self.slots.get(slot as usize).and_then(Option::as_ref) {
+                    f(player);
+                }
+            }
+        });
     }
 
     /// Show (or move) a player of another shard. News older than what is held
@@ -402,6 +488,7 @@ impl World {
             player.ecef = to_ecef(remote.position);
             player.heading = remote.heading;
             player.speed_mps = remote.speed_mps;
+            player.team = remote.team.as_deref().and_then(|t| self.flags.team(t));
             player.refresh_state(tick);
             return;
         }
@@ -421,6 +508,7 @@ impl World {
             position_seq: remote.seq,
             heading: remote.heading,
             speed_mps: remote.speed_mps,
+            team: remote.team.as_deref().and_then(|t| self.flags.team(t)),
             dirty: false,
             ghost: Some(Ghost {
                 shard: Arc::clone(shard),
@@ -441,8 +529,10 @@ impl World {
             name,
             epoch,
             stored,
+            team,
             link,
         } = request;
+        let team = team.as_deref().and_then(|t| self.flags.team(t));
         if let Some(&slot) = self.by_user.get(&user_id) {
             // The account is already here: the newest login takes the entity
             // over where it stands, and others never see it leave.
@@ -462,6 +552,7 @@ impl World {
                 player.dirty = true;
             }
             player.session_id = session_id;
+            player.team = team;
             player.epoch = player.epoch.max(epoch);
             player.last_seq = 0;
             player.ack_seq = 0;
@@ -479,6 +570,7 @@ impl World {
             // Continue the stored sequence within the same epoch (never the
             // case after a fresh login, which takes a new epoch, but harmless).
             position_seq: stored.filter(|s| s.epoch == epoch).map_or(0, |s| s.seq),
+            team,
             ..player
         });
         self.by_user.insert(user_id, slot);
@@ -538,6 +630,8 @@ impl World {
             last_strike: None,
             inside: Vec::new(),
             area_events: 0,
+            team: None,
+            flag_events: 0,
             epoch,
             position_seq: 0,
             dirty: true,
@@ -585,6 +679,11 @@ impl World {
             world: self.def.name.clone(),
             server_time_ms: now_ms() as u64,
             resume_token: token,
+        });
+        link.send(ServerMessage::Flags {
+            team: player.team.as_deref().map(str::to_owned),
+            teams: self.flags.teams(),
+            flags: self.flags.all().iter().map(|f| f.info()).collect(),
         });
         // A client whose last correction was lost with the old socket would
         // otherwise never be able to move again: resend it.
@@ -641,6 +740,23 @@ impl World {
             ControlEvent::Broadcast { world_id, text } => {
                 if world_id.is_none_or(|id| id == self.def.id) {
                     self.say(&ChatLine::operator(self.def.id, text));
+                }
+            }
+            ControlEvent::FlagCaptured(committed) => {
+                if committed.capture.world_id == self.def.id {
+                    let mut effects = Vec::new();
+                    self.flags.apply(&committed, &mut effects);
+                    self.flags_changed = true;
+                    self.carry_out(effects);
+                }
+            }
+            // The flags themselves arrive as `Command::ReplaceFlags`, loaded
+            // by the shard's control task, like areas.
+            ControlEvent::FlagsChanged { .. } => {}
+            ControlEvent::ScoresReset { world_id } => {
+                if world_id == self.def.id {
+                    self.flags.reset_scores();
+                    self.tell_flags();
                 }
             }
         }
@@ -819,6 +935,7 @@ impl World {
             return;
         };
         self.roster_changed = true;
+        self.flags.forget(player.entity);
         if player.ghost.is_some() {
             self.ghosts -= 1;
         }
@@ -951,6 +1068,7 @@ impl World {
                 position: player.position,
                 heading: player.heading,
                 speed_mps: player.speed_mps,
+                team: player.team.clone(),
             });
         }
         if players.is_empty() {
@@ -973,6 +1091,139 @@ impl World {
     /// brought up to date on their next move.
     pub fn replace_areas(&mut self, areas: &[Area]) {
         self.areas = AreaIndex::new(areas);
+        // A flag in an area that became (or stopped being) safe.
+        let areas = &self.areas;
+        self.flags
+            .recheck(|at| !areas.containing(at).any(|a| a.kind == AreaKind::Safe));
+        self.flags_changed = true;
+    }
+
+    /// Use the flags among `objects` from now on.
+    fn replace_flags(&mut self, objects: &[WorldObject]) {
+        let areas = &self.areas;
+        let max_radius_m = self.settings.view.leave_radius_m;
+        self.flags.replace(objects, max_radius_m, |at| {
+            !areas.containing(at).any(|a| a.kind == AreaKind::Safe)
+        });
+        self.flags_changed = true;
+    }
+
+    /// Send every connected player the flags and scores afresh.
+    fn tell_flags(&mut self) {
+        self.flags_changed = true;
+        let teams = self.flags.teams();
+        let flags: Vec<_> = self.flags.all().iter().map(|f| f.info()).collect();
+        for player in self.slots.iter().flatten() {
+            if let Some(link) = &player.link {
+                link.send(ServerMessage::Flags {
+                    team: player.team.as_deref().map(str::to_owned),
+                    teams: teams.clone(),
+                    flags: flags.clone(),
+                });
+            }
+        }
+    }
+
+    /// Step 6: bring every flag up to date with who stands in its zone.
+    fn gameplay(&mut self, now: Instant) {
+        if self.flags.all().is_empty() {
+            return;
+        }
+        let snapshot = Arc::clone(&self.publisher.borrow());
+        let now_ms = now_ms();
+        let mut effects = Vec::new();
+        let mut present = Vec::new();
+        for index in 0..self.flags.all().len() {
+            let flag = &self.flags.all()[index];
+            let (centre, r2) = (flag.ecef, chord_for_arc(flag.radius_m).powi(2));
+            present.clear();
+            snapshot.grid.for_each_near(centre, |slot, pos| {
+                if chord2(*pos, centre) > r2 {
+                    return;
+                }
+                if let Some(p) = self.slots.get(slot as usize).and_then(Option::as_ref) {
+                    present.push(Presence {
+                        entity: p.entity,
+                        user_id: p.user_id,
+                        name: Arc::clone(&p.name),
+                        team: p.team.clone(),
+                        local: p.ghost.is_none(),
+                        safe: self
+                            .areas
+                            .containing(p.position)
+                            .any(|a| a.kind == AreaKind::Safe),
+                    });
+                }
+            });
+            self.flags
+                .step(index, &present, self.def.id, now, now_ms, &mut effects);
+        }
+        self.carry_out(effects);
+    }
+
+    /// Do what the flags asked: send events, hand captures to the writer.
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        let mut refused = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Player {
+                    entity,
+                    flag_id,
+                    change,
+                } => {
+                    if let Some(player) = self.player_mut(entity) {
+                        tell(player, flag_id, change);
+                    }
+                }
+                Effect::Near {
+                    flag_id,
+                    position,
+                    change,
+                } => {
+                    let mut near = Vec::new();
+                    self.for_each_near(position, self.settings.view.radius_m, |p| {
+                        if p.link.is_some() {
+                            near.push(p.entity);
+                        }
+                    });
+                    for entity in near {
+                        if let Some(player) = self.player_mut(entity) {
+                            tell(player, flag_id, change.clone());
+                        }
+                    }
+                }
+                Effect::Everyone { flag_id, change } => {
+                    for player in self.slots.iter_mut().flatten() {
+                        tell(player, flag_id, change.clone());
+                    }
+                }
+                Effect::Propose(capture) => {
+                    let handed = self
+                        .captures
+                        .as_ref()
+                        .is_some_and(|writer| writer.try_send(capture.clone()).is_ok());
+                    if !handed {
+                        self.flags
+                            .not_committed(capture.flag_id, capture.id, false, &mut refused);
+                    }
+                }
+            }
+        }
+        if !refused.is_empty() {
+            self.carry_out(refused);
+        }
+    }
+}
+
+/// Send a connected player a `FlagEvent`, numbered.
+fn tell(player: &mut Player, flag_id: Uuid, change: FlagChange) {
+    if let Some(link) = &player.link {
+        player.flag_events += 1;
+        link.send(ServerMessage::FlagEvent {
+            n: player.flag_events,
+            flag_id,
+            change,
+        });
     }
 }
 
@@ -1073,6 +1324,7 @@ mod tests {
             view: View::new(150.0, 64),
             default_speed_mps: 10.0,
             resume_grace: Duration::from_secs(20),
+            chat_radius_m: 100.0,
         };
         World::new(def, &[], settings, Arc::new(PendingPositions::default()))
     }
@@ -1086,6 +1338,7 @@ mod tests {
             position: meridian_protocol::LonLat { lon, lat: 52.0 },
             heading: 90.0,
             speed_mps: 1.5,
+            team: None,
         }
     }
 
@@ -1112,6 +1365,7 @@ mod tests {
                 name: "local".into(),
                 epoch,
                 stored: None,
+                team: None,
                 link,
             },
             reply,
