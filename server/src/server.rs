@@ -22,7 +22,8 @@ use crate::ops::{self, OpsState};
 use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
 use crate::store::RedisCache;
 use crate::store::{
-    CacheError, CachedStore, Database, Flusher, PendingPositions, PgStore, Store, StoreError,
+    CacheError, CachedStore, CaptureWriter, Database, Flusher, PendingPositions, PgStore, Store,
+    StoreError,
 };
 use crate::world::{Command, Settings, World, WorldHandle};
 
@@ -154,9 +155,15 @@ impl Server {
             .clone();
         // With Redis, every world shares its players with the other shards.
         let (share, changes) = tokio::sync::mpsc::channel(CHANGES_CAPACITY);
+        let (captures, capture_queue) = CaptureWriter::queue();
+        let teams = store.teams().await?;
         for def in defs {
             let areas = store.areas(def.id).await?;
+            let scores = store.team_scores(def.id).await?;
+            let objects = store.world_objects(def.id).await?;
             let mut world = World::new(def, &areas, settings.clone(), Arc::clone(&pending));
+            world.set_flags(teams.clone(), &scores, &objects);
+            world.capture_with(captures.clone());
             if config.redis_url.is_some() {
                 world.share_with(share.clone());
             }
@@ -165,6 +172,17 @@ impl Server {
             world_tasks.push(task);
         }
         drop(share);
+        let capture_writer = CaptureWriter::spawn(
+            capture_queue,
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            worlds
+                .values()
+                .map(|w| (w.id, w.commands.clone()))
+                .collect(),
+            stop.clone(),
+        );
+        world_tasks.push(capture_writer);
         let handover = match &config.redis_url {
             Some(url) => Some(RedisCache::open(url)?),
             None => None,
@@ -353,8 +371,8 @@ impl Server {
     }
 }
 
-/// Apply control events from the bus to every world. Area changes are loaded
-/// from the store here, so the tick never does I/O.
+/// Apply control events from the bus to every world. Area and flag changes
+/// are loaded from the store here, so the tick never does I/O.
 async fn forward_control(
     mut events: tokio::sync::broadcast::Receiver<ControlEvent>,
     worlds: HashMap<String, WorldHandle>,
@@ -379,6 +397,18 @@ async fn forward_control(
                     let _ = world.commands.send(Command::ReplaceAreas(areas)).await;
                 }
                 Err(err) => tracing::warn!(error = %err, "cannot reload areas"),
+            }
+            continue;
+        }
+        if let ControlEvent::FlagsChanged { world_id } = event {
+            let Some(world) = worlds.values().find(|w| w.id == world_id) else {
+                continue;
+            };
+            match store.world_objects(world_id).await {
+                Ok(objects) => {
+                    let _ = world.commands.send(Command::ReplaceFlags(objects)).await;
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot reload flags"),
             }
             continue;
         }

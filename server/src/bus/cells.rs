@@ -12,8 +12,10 @@
 //! worlds as ghosts.
 //!
 //! World chat rides along: each world has a channel `meridian:{world}:chat`
-//! that every shard subscribes to while connected. Chat is not kept: a line
-//! said while Redis is away reaches this shard's players only.
+//! that every shard subscribes to while connected. `nearby` chat goes on the
+//! channel of the cell it was said in (`CellMessage::Chat`), so it reaches
+//! exactly the shards with players near it. Chat is not kept: a line said
+//! while Redis is away reaches this shard's players only.
 //!
 //! Redis going away ends the subscription stream (it does not reconnect by
 //! itself): the task then reconnects with backoff, resubscribes and refills
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use h3o::{CellIndex, LatLng, Resolution};
+use meridian_protocol::LonLat;
 use redis::aio::{MultiplexedConnection, PubSubSink};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -85,6 +88,42 @@ impl CellBatch {
     }
 }
 
+/// What travels on a cell channel: a shard's players in the cell, or a line
+/// of `nearby` chat said in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CellMessage {
+    /// A shard's players in the cell.
+    Players(CellBatch),
+    /// `nearby` chat said in the cell.
+    Chat(ChatLine),
+}
+
+impl CellMessage {
+    /// `CellMessage::Players` of an already encoded batch. bincode writes an
+    /// enum as its variant index (a varint, one byte here) and then the
+    /// payload, so the batch encoded once for the snapshot key is reused.
+    fn players(encoded_batch: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(encoded_batch.len() + 1);
+        bytes.push(0);
+        bytes.extend_from_slice(encoded_batch);
+        bytes
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a cell message always encodes")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        bincode::serde::decode_from_slice(
+            bytes,
+            bincode::config::standard().with_limit::<{ 4 << 20 }>(),
+        )
+        .ok()
+        .map(|(message, _)| message)
+    }
+}
+
 /// Counters of the sync, for status and metrics.
 #[derive(Debug, Default)]
 pub struct CellStats {
@@ -136,8 +175,8 @@ pub fn resolution_for(aoi_m: f64) -> Resolution {
 }
 
 /// The cell a position is in.
-fn cell_of(player: &RemotePlayer, resolution: Resolution) -> Option<CellIndex> {
-    LatLng::new(player.position.lat, player.position.lon)
+fn cell_of(at: LonLat, resolution: Resolution) -> Option<CellIndex> {
+    LatLng::new(at.lat, at.lon)
         .ok()
         .map(|ll| ll.to_cell(resolution))
 }
@@ -414,7 +453,7 @@ impl Sync {
         let world = changes.world_id;
         let mut remembered = Remembered::default();
         for player in changes.players {
-            let Some(cell) = cell_of(&player, self.resolution) else {
+            let Some(cell) = cell_of(player.position, self.resolution) else {
                 continue;
             };
             remembered.touched.insert(cell);
@@ -487,7 +526,8 @@ impl Sync {
                 players,
             }
             .encode();
-            pipe.publish(channel(world, cell), &batch).ignore();
+            pipe.publish(channel(world, cell), CellMessage::players(&batch))
+                .ignore();
             pipe.hset(&key, &self.shard, &batch).ignore();
             pipe.pexpire(&key, ttl_ms).ignore();
             self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -598,16 +638,29 @@ impl Sync {
         timed(pipe.query_async::<()>(publisher)).await
     }
 
+    /// Publish a line of chat: world chat on the world's chat channel,
+    /// `nearby` chat on the channel of the cell it was said in, which every
+    /// shard with a player within the area of interest of it listens to.
     async fn publish_chat(
         &self,
         publisher: &mut MultiplexedConnection,
         line: &ChatLine,
     ) -> Result<(), String> {
-        let bytes = bincode::serde::encode_to_vec(line, bincode::config::standard())
-            .expect("a chat line always encodes");
+        let cell = line.position.and_then(|at| cell_of(at, self.resolution));
+        let (name, bytes) = match cell {
+            Some(cell) => (
+                channel(line.world_id, cell),
+                CellMessage::Chat(line.clone()).encode(),
+            ),
+            None => (
+                chat_channel(line.world_id),
+                bincode::serde::encode_to_vec(line, bincode::config::standard())
+                    .expect("a chat line always encodes"),
+            ),
+        };
         timed(
             redis::cmd("PUBLISH")
-                .arg(chat_channel(line.world_id))
+                .arg(name)
                 .arg(bytes)
                 .query_async::<()>(publisher),
         )
@@ -623,6 +676,11 @@ impl Sync {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        self.hand_over_chat(line);
+    }
+
+    /// Give another shard's line of chat to its world.
+    fn hand_over_chat(&self, line: ChatLine) {
         if line.shard == self.shard {
             return;
         }
@@ -639,8 +697,9 @@ impl Sync {
     }
 
     fn deliver(&self, bytes: &[u8]) {
-        match CellBatch::decode(bytes) {
-            Some(batch) => self.hand_over(batch),
+        match CellMessage::decode(bytes) {
+            Some(CellMessage::Players(batch)) => self.hand_over(batch),
+            Some(CellMessage::Chat(line)) => self.hand_over_chat(line),
             None => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             }
@@ -711,12 +770,29 @@ mod tests {
                 },
                 heading: 1.0,
                 speed_mps: 2.0,
-                team: None,
+                team: Some("red".into()),
             }],
         };
         assert_eq!(CellBatch::decode(&batch.encode()), Some(batch.clone()));
+        // A batch encoded once serves the snapshot key and the channel.
+        assert_eq!(
+            CellMessage::decode(&CellMessage::players(&batch.encode())),
+            Some(CellMessage::Players(batch.clone()))
+        );
+        let line = ChatLine {
+            world_id: batch.world_id,
+            shard: "a".into(),
+            channel: meridian_protocol::ChatChannel::Nearby,
+            from: Uuid::now_v7(),
+            name: "n".into(),
+            text: "hi".into(),
+            sent_ms: 7,
+            position: Some(batch.players[0].position),
+        };
+        let chat = CellMessage::Chat(line);
+        assert_eq!(CellMessage::decode(&chat.encode()), Some(chat));
         assert_eq!(CellBatch::decode(b"\xff\xff garbage"), None);
-        let cell = cell_of(&batch.players[0], resolution_for(150.0)).unwrap();
+        let cell = cell_of(batch.players[0].position, resolution_for(150.0)).unwrap();
         assert_eq!(
             parse_channel(&channel(batch.world_id, cell)),
             Some((batch.world_id, cell))

@@ -39,6 +39,7 @@ impl ShardInfo {
                 "flush_interval_ms": config.flush_interval.as_millis() as u64,
                 "aoi_radius_m": config.aoi_radius_m,
                 "aoi_max": config.aoi_max,
+                "chat_radius_m": config.chat_radius_m,
                 "max_speed_mps": config.max_speed_mps,
                 "resume_grace_ms": config.resume_grace.as_millis() as u64,
                 "idle_timeout_ms": config.idle_timeout.as_millis() as u64,
@@ -80,6 +81,13 @@ pub(super) async fn status(State(state): State<OpsState>) -> impl IntoResponse {
                     "flags": t.flags_us,
                 },
                 "overruns": snapshot.overruns,
+                "teams": snapshot.board.teams,
+                "flags": snapshot.board.flags.iter().map(|f| json!({
+                    "id": f.id,
+                    "name": f.name,
+                    "owner": f.owner,
+                    "capturable": f.capturable,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -8,6 +8,7 @@
 //! from Redis.
 
 pub mod cached;
+pub mod captures;
 pub mod database;
 pub mod flusher;
 pub mod gameplay;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use cached::CachedStore;
+pub use captures::CaptureWriter;
 pub use database::Database;
 pub use flusher::Flusher;
 pub use gameplay::{Capture, CaptureOutcome, CommittedCapture, Team, TeamScore};

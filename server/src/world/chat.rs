@@ -1,5 +1,6 @@
-//! Chat lines as the tick hands them out: to every local player of the world
-//! and, through the shard-sync task, to the other shards.
+//! Chat lines as the tick hands them out: world chat to every local player of
+//! the world, `nearby` chat to the local players within the chat radius of
+//! the speaker, and either through the shard-sync task to the other shards.
 
 use meridian_protocol::{ChatChannel, LonLat, ServerMessage};
 use serde::{Deserialize, Serialize};

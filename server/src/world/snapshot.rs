@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use meridian_protocol::{EntityState, WireState};
+use meridian_protocol::{EntityState, FlagInfo, TeamInfo, WireState};
 use uuid::Uuid;
 
 use super::grid::Grid;
@@ -138,6 +138,18 @@ pub struct Snapshot {
     pub stats: TickStats,
     /// How many of the entities are ghosts (players of other shards).
     pub ghosts: usize,
+    /// The world's teams with their scores, and its flags.
+    pub board: Arc<Board>,
+}
+
+/// Teams, scores and flags as the ops endpoints show them: rebuilt only when
+/// one of them changes and shared by the snapshots in between.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Board {
+    /// Every team with its score, in display order.
+    pub teams: Vec<TeamInfo>,
+    /// Every flag.
+    pub flags: Vec<FlagInfo>,
 }
 
 impl Snapshot {

@@ -31,7 +31,7 @@ use super::meters::TickMeters;
 use super::movement::{self, Budget, Proposal, Rules};
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
 use super::snapshot::{
-    EntitySnap, Hot, Identity, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK,
+    Board, EntitySnap, Hot, Identity, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK,
 };
 use super::spawn;
 use crate::bus::ControlEvent;
@@ -142,6 +142,8 @@ pub struct World {
     flags_changed: bool,
     /// Where proposed captures go to be committed (the capture writer).
     captures: Option<mpsc::Sender<Capture>>,
+    /// Teams, scores and flags as last published.
+    board: Arc<Board>,
     rng: SmallRng,
 }
 
@@ -187,6 +189,7 @@ impl World {
             flags: Flags::default(),
             flags_changed: true,
             captures: None,
+            board: Arc::default(),
             rng: SmallRng::from_os_rng(),
         }
     }
@@ -985,6 +988,12 @@ impl World {
                     .collect(),
             );
         }
+        if std::mem::take(&mut self.flags_changed) {
+            self.board = Arc::new(Board {
+                teams: self.flags.teams(),
+                flags: self.flags.all().iter().map(|f| f.info()).collect(),
+            });
+        }
         let grid = Grid::build(
             self.settings.view.leave_radius_m,
             slots
@@ -1003,6 +1012,7 @@ impl World {
             overruns: self.overruns,
             stats: self.stats,
             ghosts: self.ghosts,
+            board: Arc::clone(&self.board),
         }));
     }
 
