@@ -33,10 +33,10 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// so their size is the tick's cost.
 pub const MAX_VERTICES: usize = 10_000;
 
-/// `?world=` of the list.
+/// `?world=` of the lists.
 #[derive(Debug, Deserialize)]
 pub(super) struct WorldQuery {
-    world: Option<String>,
+    pub(super) world: Option<String>,
 }
 
 /// The area id of a path, or why it is not one.
@@ -180,22 +180,7 @@ async fn parse(state: &OpsState, id: Uuid, body: Value) -> Result<(WorldDef, Are
     let feature: Feature = serde_json::from_value(body)
         .map_err(|e| AdminError::Invalid(format!("expected a GeoJSON Feature: {e}")))?;
     let mut properties = feature.properties.unwrap_or_default();
-    let name = match properties.remove("name") {
-        Some(Value::String(name)) => name.trim().to_owned(),
-        _ => {
-            return Err(AdminError::Invalid(
-                "properties.name must be a string".into(),
-            ))
-        }
-    };
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(AdminError::Invalid(format!(
-            "properties.name must be 1 to {MAX_NAME_CHARS} characters without control characters"
-        )));
-    }
+    let name = take_name(&mut properties)?;
     let kind = properties
         .remove("kind")
         .and_then(|k| k.as_str().and_then(AreaKind::parse))
@@ -204,15 +189,7 @@ async fn parse(state: &OpsState, id: Uuid, body: Value) -> Result<(WorldDef, Are
                 "properties.kind must be one of blocked, speed_limit, safe, spawn, zone".into(),
             )
         })?;
-    let world_name = match properties.remove("world") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(name),
-        Some(_) => {
-            return Err(AdminError::Invalid(
-                "properties.world must be a string".into(),
-            ))
-        }
-    };
+    let world_name = take_world(&mut properties)?;
     if let Some(limit) = properties.get("max_speed_mps") {
         if !limit.as_f64().is_some_and(|v| v.is_finite() && v > 0.0) {
             return Err(AdminError::Invalid(
@@ -242,10 +219,45 @@ async fn parse(state: &OpsState, id: Uuid, body: Value) -> Result<(WorldDef, Are
     ))
 }
 
+/// Take a feature's `properties.name`: 1 to `MAX_NAME_CHARS` characters
+/// without control characters, trimmed.
+pub(super) fn take_name(properties: &mut Map<String, Value>) -> Result<String, AdminError> {
+    let name = match properties.remove("name") {
+        Some(Value::String(name)) => name.trim().to_owned(),
+        _ => {
+            return Err(AdminError::Invalid(
+                "properties.name must be a string".into(),
+            ))
+        }
+    };
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(AdminError::Invalid(format!(
+            "properties.name must be 1 to {MAX_NAME_CHARS} characters without control characters"
+        )));
+    }
+    Ok(name)
+}
+
+/// Take a feature's optional `properties.world`.
+pub(super) fn take_world(
+    properties: &mut Map<String, Value>,
+) -> Result<Option<String>, AdminError> {
+    match properties.remove("world") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name)),
+        Some(_) => Err(AdminError::Invalid(
+            "properties.world must be a string".into(),
+        )),
+    }
+}
+
 /// GeoJSON (RFC 7946) is WGS 84 longitude/latitude only. The older 2008
 /// format allowed a `crs` member naming another system; such a body is
 /// refused rather than read in the wrong coordinates.
-fn reject_other_crs(body: &Value) -> Result<(), AdminError> {
+pub(super) fn reject_other_crs(body: &Value) -> Result<(), AdminError> {
     let named = |v: &Value| -> Option<String> {
         let crs = v.get("crs")?;
         Some(

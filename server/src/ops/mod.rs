@@ -5,6 +5,7 @@
 mod admin;
 mod areas;
 mod bots;
+mod flags;
 mod health;
 pub mod metrics;
 mod moderation;
@@ -71,6 +72,12 @@ pub fn router(state: OpsState) -> Router {
             "/admin/areas/{id}",
             get(areas::get).put(areas::replace).delete(areas::delete),
         )
+        .route("/admin/flags", get(flags::list).post(flags::create))
+        .route(
+            "/admin/flags/{id}",
+            get(flags::get).put(flags::replace).delete(flags::delete),
+        )
+        .route("/admin/scores/reset", post(flags::reset_scores))
         .route("/admin/kick", post(moderation::kick))
         .route("/admin/broadcast", post(moderation::broadcast))
         .with_state(state)

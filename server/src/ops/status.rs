@@ -23,6 +23,8 @@ pub struct ShardInfo {
     pub game_addr: String,
     /// The bound ops address.
     pub ops_addr: String,
+    /// `AOI_RADIUS_M`, the largest capture radius a flag may have.
+    pub aoi_radius_m: f64,
 }
 
 impl ShardInfo {
@@ -48,6 +50,7 @@ impl ShardInfo {
             }),
             game_addr: config.game_addr.to_string(),
             ops_addr: config.ops_addr.to_string(),
+            aoi_radius_m: config.aoi_radius_m,
         }
     }
 }
