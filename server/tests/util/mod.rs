@@ -884,3 +884,62 @@ impl TestServer {
         )
     }
 }
+
+impl TestServer {
+    /// A new guest of `team` placed at `at` in `world`, connected and welcomed.
+    pub async fn team_player(&self, team: &str, world: &str, at: LonLat) -> Client {
+        let (status, body) = self
+            .post("/api/guest", serde_json::json!({ "team": team }))
+            .await;
+        assert_eq!(status, 200, "guest login: {body}");
+        assert_eq!(body["team"], team, "{body}");
+        let user_id = body["user_id"].as_str().unwrap().parse().unwrap();
+        self.place(user_id, world, at).await;
+        let token = body["token"].as_str().unwrap();
+        let mut client = Client::connect(self.game, Encoding::Json, Some(token), Some(world))
+            .await
+            .unwrap();
+        client.welcome().await;
+        client
+    }
+}
+
+impl Client {
+    /// Wait for a `FlagEvent` about `flag` whose change `pick` accepts.
+    pub async fn flag_event<T>(
+        &mut self,
+        flag: Uuid,
+        mut pick: impl FnMut(&meridian_protocol::FlagChange) -> Option<T>,
+    ) -> T {
+        self.until(|m| match m {
+            ServerMessage::FlagEvent {
+                flag_id, change, ..
+            } if *flag_id == flag => pick(change),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Read messages for `within`, panicking if `bad` matches one.
+    pub async fn never(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut bad: impl FnMut(&ServerMessage) -> bool,
+    ) {
+        assert!(
+            !self.skipped.iter().any(&mut bad),
+            "{what} (already received)"
+        );
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(message) = tokio::time::timeout_at(deadline, self.next_within(within)).await {
+            let Ok(message) = message else {
+                return;
+            };
+            assert!(!bad(&message), "{what}: {message:?}");
+            if !matches!(message, ServerMessage::Update(_)) {
+                self.skipped.push(message);
+            }
+        }
+    }
+}
