@@ -109,3 +109,34 @@ fn a_chat_is_its_index_the_channel_index_and_a_string() {
     };
     assert_eq!(bytes(&chat), [5, 0, 2, b'h', b'i']);
 }
+
+#[test]
+fn flag_events_are_their_index_a_number_a_uuid_and_the_change() {
+    let flag_id = Uuid::from_bytes([7; 16]);
+    let event = ServerMessage::FlagEvent {
+        n: 3,
+        flag_id,
+        change: meridian_protocol::FlagChange::Leave,
+    };
+    let mut want = vec![9, 3, 16];
+    want.extend_from_slice(&[7; 16]);
+    want.push(1);
+    assert_eq!(bytes(&event), want);
+    let capturing = ServerMessage::FlagEvent {
+        n: 4,
+        flag_id,
+        change: meridian_protocol::FlagChange::Capturing {
+            team: "red".into(),
+            done_ms: 300,
+        },
+    };
+    let mut want = vec![9, 4, 16];
+    want.extend_from_slice(&[7; 16]);
+    want.extend_from_slice(&[2, 3, b'r', b'e', b'd', 251, 0x2c, 0x01]);
+    assert_eq!(bytes(&capturing), want);
+    let nearby = ClientMessage::Chat {
+        channel: ChatChannel::Nearby,
+        text: String::new(),
+    };
+    assert_eq!(bytes(&nearby), [5, 1, 0]);
+}

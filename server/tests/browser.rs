@@ -62,6 +62,21 @@ async fn the_pages_work_in_a_real_browser() {
         .place(b, "arena", offset(CENTER, 100.0, -150.0))
         .await;
 
+    // A flag north of the spawn square, for the newcomer to capture.
+    let spot = offset(CENTER, 0.0, 45.0);
+    let (status, body) = server
+        .ops_post(
+            "/admin/flags",
+            Some(OPS_TOKEN),
+            serde_json::json!({
+                "type": "Feature",
+                "geometry": { "type": "Point", "coordinates": [spot.lon, spot.lat] },
+                "properties": { "name": "Lighthouse", "world": "arena", "capture_time_s": 2 },
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
     let script = workspace().join("tests/browser/pages.mjs");
     let artifacts = workspace().join("target/browser");
     let game = format!("http://{}", server.game);
@@ -95,6 +110,7 @@ async fn the_pages_work_in_a_real_browser() {
         "play-apart.png",
         "play-1.png",
         "play-2.png",
+        "play-capture.png",
     ] {
         let path = workspace().join("target/browser").join(shot);
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());

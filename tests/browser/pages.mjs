@@ -144,14 +144,50 @@ async function play() {
   assert.deepEqual(errors.flat(), []);
   console.log(`play: ${names.join(" and ")} walked from ${startDistance.toFixed(1)} m to ${endDistance.toFixed(1)} m apart and see each other; screenshots saved`);
 
-  // A newcomer registers on the page and plays.
-  const page = await contexts[0].browser().newPage();
+  // A newcomer registers on the page for team blue, walks to the flag and
+  // captures it: the score, the flag's colour and the log show it.
+  const page = await contexts[0].browser().newPage({ viewport: { width: 1100, height: 760 } });
+  const pageErrors = watchErrors(page, "newcomer");
   const newcomer = `new${Date.now().toString(36)}`;
   await page.goto(`${GAME_URL}/`);
   await page.fill("#username", newcomer);
   await page.fill("#password", "a long enough password");
+  await page.selectOption("#team", "blue");
   await page.click("#do-register");
   await eventually("the newcomer plays", async () => (await page.textContent("#status")).startsWith("Playing"));
+  await eventually("teams listed", async () => (await page.$$("#scores li")).length === 2);
+  assert.equal(await page.evaluate(() => window.meridian.team), "blue");
+  const flag = await eventually("the flag is known", () => page.evaluate(() => [...window.meridian.flags.values()].find((f) => f.name === "Lighthouse")));
+  assert.equal(flag.owner, null);
+  // Walk to it with the arrow keys, a fifth of a second at a time.
+  await eventually("at the flag", async () => {
+    const p = await page.evaluate(() => ({ ...window.meridian.position }));
+    const dx = (flag.position.lon - p.lon) * 111194.93 * Math.cos((p.lat * Math.PI) / 180);
+    const dy = (flag.position.lat - p.lat) * 111194.93;
+    if (Math.hypot(dx, dy) < 6) return true;
+    const key = Math.abs(dy) > Math.abs(dx) ? (dy > 0 ? "ArrowUp" : "ArrowDown") : (dx > 0 ? "ArrowRight" : "ArrowLeft");
+    await page.keyboard.down(key);
+    await page.waitForTimeout(200);
+    await page.keyboard.up(key);
+    return false;
+  }, 30000);
+  await eventually("capture under way", () => page.evaluate(() => window.meridian.captures.size > 0 || [...window.meridian.flags.values()].some((f) => f.owner === "blue")));
+  await eventually("the flag is blue's", () => page.evaluate(() => [...window.meridian.flags.values()].find((f) => f.name === "Lighthouse").owner === "blue"));
+  assert.equal(await page.getAttribute('#scores li[data-team="blue"]', "data-score"), "1");
+  const events = await page.evaluate(() => window.meridian.events);
+  assert.ok(events.some((e) => e.includes("captured Lighthouse for blue")), `the capture is logged: ${events}`);
+  // The flag is drawn in blue's colour (#3e63dd) on the canvas.
+  const bluePixels = await page.evaluate(() => {
+    const c = document.getElementById("map");
+    const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] === 0x3e && data[i + 1] === 0x63 && data[i + 2] === 0xdd) n++;
+    return n;
+  });
+  assert.ok(bluePixels > 20, `the flag drawn in blue (${bluePixels} pixels)`);
+  await page.screenshot({ path: join(ARTIFACTS, "play-capture.png") });
+  assert.deepEqual(pageErrors, []);
+  console.log(`play: ${newcomer} of team blue captured the flag (${bluePixels} blue pixels)`);
   await page.close();
   await Promise.all(contexts.map((c) => c.close()));
 }
