@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use meridian_protocol::{ClientMessage, Encoding, LonLat, ServerMessage};
+use meridian_protocol::{ClientMessage, Encoding, FlagChange, LonLat, ServerMessage};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
@@ -68,6 +68,8 @@ pub struct Plan {
     pub move_period: Duration,
     /// Walking speed range, m/s.
     pub speeds: (f64, f64),
+    /// Its flags in a flag rush.
+    pub duty: Option<crate::rush::Duty>,
 }
 
 /// What all bots share.
@@ -112,16 +114,21 @@ pub async fn run(plan: Plan, shared: Arc<Shared>) {
     Counters::inc(&counters.connected);
     let rng = SmallRng::seed_from_u64(plan.index as u64 ^ 0x5eed_cafe);
     let mut bot = Bot {
-        walker: Walker::new(position, plan.speeds, rng),
+        walker: Walker::new(position, plan.speeds, plan.duty, rng),
         socket,
         seq: 0,
         pending: VecDeque::new(),
         latency: histogram(),
+        captures: Vec::new(),
         plan,
         shared: Arc::clone(&shared),
     };
-    bot.walk().await;
+    let stayed = bot.walk().await;
     Stats::merge(&shared.stats.move_ack, &bot.latency);
+    // Only a probe that was there to the end can say what it was not told.
+    if let (Some(rush), true) = (&shared.walk.rush, stayed) {
+        rush.record(bot.captures);
+    }
 }
 
 /// The upgrade request of a plan: its URL (with the world when the token
@@ -241,11 +248,13 @@ struct Bot {
     pending: VecDeque<(u32, Instant)>,
     /// Move→ack latency in µs.
     latency: Histogram<u64>,
+    /// The flag-rush captures this probe was told of, in order.
+    captures: Vec<uuid::Uuid>,
 }
 
 impl Bot {
-    /// Move and read until the test ends or the socket does.
-    async fn walk(&mut self) {
+    /// Move and read until the test ends (true) or the socket does (false).
+    async fn walk(&mut self) -> bool {
         let shared = Arc::clone(&self.shared);
         let counters = &shared.stats.counters;
         let period = self.plan.move_period;
@@ -258,12 +267,12 @@ impl Bot {
             tokio::select! {
                 () = shared.stop.cancelled() => {
                     self.close().await;
-                    return;
+                    return true;
                 }
                 _ = moves.tick() => {
                     if !self.step().await {
                         Counters::inc(&counters.disconnects);
-                        return;
+                        return false;
                     }
                 }
                 frame = self.socket.next() => {
@@ -273,22 +282,22 @@ impl Bot {
                         Some(Ok(Message::Close(frame))) => {
                             tracing::debug!(bot = self.plan.index, ?frame, "server closed the socket");
                             Counters::inc(&counters.disconnects);
-                            return;
+                            return false;
                         }
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => {
                             tracing::debug!(bot = self.plan.index, error = %e, "socket failed");
                             Counters::inc(&counters.disconnects);
-                            return;
+                            return false;
                         }
                         None => {
                             Counters::inc(&counters.disconnects);
-                            return;
+                            return false;
                         }
                     };
                     if !self.receive(&bytes).await {
                         Counters::inc(&counters.disconnects);
-                        return;
+                        return false;
                     }
                 }
             }
@@ -375,6 +384,21 @@ impl Bot {
             ServerMessage::Kicked { reason, .. } => {
                 tracing::debug!(bot = self.plan.index, reason = reason.as_str(), "kicked");
                 Counters::inc(&counters.kicks);
+            }
+            ServerMessage::FlagEvent {
+                flag_id,
+                change: FlagChange::Captured { capture_id, .. },
+                ..
+            } => {
+                if self
+                    .shared
+                    .walk
+                    .rush
+                    .as_ref()
+                    .is_some_and(|r| r.is_ours(flag_id))
+                {
+                    self.captures.push(capture_id);
+                }
             }
             ServerMessage::Welcome { .. }
             | ServerMessage::AreaEvent { .. }

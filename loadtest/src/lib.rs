@@ -13,6 +13,7 @@ mod load;
 mod options;
 pub mod procstat;
 mod report;
+pub mod rush;
 mod stats;
 mod swarm;
 mod tokens;

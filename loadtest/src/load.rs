@@ -172,7 +172,7 @@ pub fn connect(plan: &Plan, counters: &Counters) -> Result<LoadBot, String> {
         index: plan.index,
         socket,
         encoding: plan.encoding,
-        walker: Walker::new(position, plan.speeds, rng),
+        walker: Walker::new(position, plan.speeds, plan.duty, rng),
         seq: 0,
         due: Instant::now() + phase,
     })

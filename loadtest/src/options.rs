@@ -58,6 +58,15 @@ impl BBox {
         }
     }
 
+    /// The shorter side, in metres.
+    #[must_use]
+    pub fn side_m(&self) -> f64 {
+        let lat = self.center().lat.to_radians().cos();
+        let width = (self.max_lon - self.min_lon) * M_PER_DEG * lat;
+        let height = (self.max_lat - self.min_lat) * M_PER_DEG;
+        width.min(height)
+    }
+
     /// Whether a point lies inside.
     #[must_use]
     pub fn contains(&self, p: LonLat) -> bool {
@@ -214,6 +223,17 @@ pub struct Options {
     /// No progress bar (it is also hidden when stdout is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+    /// Flag rush: place this many flags on a ring around the area's centre
+    /// and send the teams' bots from flag to flag, checking every capture
+    /// against the stored history (needs --ops-url and a token; 0: off).
+    #[arg(long, default_value_t = 0)]
+    pub flag_rush: usize,
+    /// Flag rush: seconds a group of bots holds a flag before moving on.
+    #[arg(long, default_value_t = 20.0)]
+    pub rush_round_s: f64,
+    /// Flag rush: the ring's radius in metres.
+    #[arg(long, default_value_t = 60.0)]
+    pub rush_ring_m: f64,
 }
 
 impl Options {
@@ -244,6 +264,9 @@ impl Options {
             server_name: "meridian".into(),
             no_server_stats: false,
             quiet: false,
+            flag_rush: 0,
+            rush_round_s: 20.0,
+            rush_ring_m: 60.0,
         }
     }
 
@@ -296,6 +319,20 @@ impl Options {
         }
         if !(self.min_speed > 0.0 && self.min_speed <= self.max_speed) {
             return bad("--min-speed must be positive and at most --max-speed");
+        }
+        if self.flag_rush > 0 {
+            if self.ops_url.is_none() || self.ops_token.is_none() || self.login || self.token_free {
+                return bad("--flag-rush needs minted bots: --ops-url and --ops-token, without --login or --token-free");
+            }
+            if !(self.rush_round_s.is_finite() && self.rush_round_s >= 1.0) {
+                return bad("--rush-round-s must be at least 1");
+            }
+            let half = self.area().side_m() / 2.0;
+            if !(self.rush_ring_m > 0.0 && self.rush_ring_m + 25.0 < half) {
+                return bad(
+                    "--rush-ring-m must be positive and the ring (and its zones) inside the area",
+                );
+            }
         }
         if !self.login && !self.token_free && (self.ops_url.is_none() || self.ops_token.is_none()) {
             return bad("bots need tokens: give --ops-url and --ops-token (or OPS_TOKEN), or --login, or --token-free");

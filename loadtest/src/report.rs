@@ -117,6 +117,8 @@ pub struct Report {
     pub server: Option<ProcessStats>,
     /// The load test's own process.
     pub bots_process: Option<ProcessStats>,
+    /// The flag rush's captures and their check, when one ran.
+    pub flag_rush: Option<crate::rush::RushReport>,
 }
 
 impl Report {
@@ -202,6 +204,26 @@ impl Report {
         );
         row("server", proc(&self.server));
         row("bots", proc(&self.bots_process));
+        if let Some(r) = &self.flag_rush {
+            row(
+                "flag rush",
+                format!(
+                    "{} flags, {:.0} s rounds: {} captures ({:.2}/s)",
+                    r.flags, r.round_s, r.captures, r.captures_per_s
+                ),
+            );
+            row(
+                "captures checked",
+                format!(
+                    "{} probes: {} duplicate, {} lost, {} phantom {}",
+                    r.probes_checked,
+                    r.duplicates,
+                    r.lost,
+                    r.phantom,
+                    if r.passed { "ok" } else { "FAILED" }
+                ),
+            );
+        }
         t
     }
 }

@@ -16,6 +16,7 @@ use crate::bot::{self, Plan, Shared};
 use crate::load::{self, Drivers};
 use crate::procstat::{self, Process, Sampler};
 use crate::report::{Latency, ProcessStats, Report};
+use crate::rush::Rush;
 use crate::stats::{CounterValues, Stats};
 use crate::walk::Walk;
 use crate::{tokens, LoadtestError, Options};
@@ -57,12 +58,39 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         t0 + ramp,
         t0 + ramp + Duration::from_secs_f64(options.duration),
     );
+    let http = reqwest::Client::new();
+    let ops = options.ops_url.as_deref().zip(options.ops_token.as_deref());
+    let rush = match ops.filter(|_| options.flag_rush > 0) {
+        Some(ops) => {
+            let mut teams: Vec<String> = credentials.teams.iter().flatten().cloned().collect();
+            teams.sort();
+            teams.dedup();
+            let plan = (
+                options.flag_rush,
+                options.rush_ring_m,
+                Duration::from_secs_f64(options.rush_round_s),
+            );
+            let world = options.world.as_deref();
+            let rush =
+                Rush::place(&http, ops, world, area, &credentials.obstacles, plan, teams).await?;
+            Some(Arc::new(rush))
+        }
+        None => None,
+    };
+    let mut walk = Walk::new(area, &credentials.obstacles);
+    walk.rush = rush.clone();
     let shared = Arc::new(Shared {
         stats: Stats::default(),
-        walk: Walk::new(area, &credentials.obstacles),
+        walk,
         window,
         stop: CancellationToken::new(),
     });
+    let window_ms = {
+        let now_ms = unix_ms();
+        let at =
+            |t: Instant| now_ms + t.saturating_duration_since(Instant::now()).as_millis() as i64;
+        (at(window.0), at(window.1))
+    };
 
     let mut bots = JoinSet::new();
     let move_period = Duration::from_secs_f64(1.0 / options.move_hz);
@@ -71,7 +99,13 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         &shared,
         move_period,
     ));
+    // A bot's place in its team, to spread each team over its groups.
+    let mut per_team: std::collections::HashMap<Option<String>, usize> = Default::default();
     for (index, token) in credentials.tokens.into_iter().enumerate() {
+        let team = credentials.teams.get(index).cloned().flatten();
+        let nth = per_team.entry(team.clone()).or_default();
+        let duty = rush.as_ref().and_then(|r| r.duty(team.as_deref(), *nth));
+        *nth += 1;
         let plan = Plan {
             index,
             url: options.urls[index % options.urls.len()].clone(),
@@ -83,7 +117,13 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
             probe: (index * probes) % options.bots < probes,
             start_at: t0 + ramp.mul_f64(index as f64 / options.bots as f64),
             move_period,
-            speeds: (options.min_speed, options.max_speed),
+            // Rushing bots walk at the top speed, to reach each round's flag.
+            speeds: if duty.is_some() {
+                (options.max_speed, options.max_speed)
+            } else {
+                (options.min_speed, options.max_speed)
+            },
+            duty,
         };
         if plan.token.is_none() && !options.token_free {
             // Its login failed: it cannot join.
@@ -154,6 +194,18 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     )
     .await;
 
+    let flag_rush = match (&rush, ops) {
+        (Some(rush), Some(ops)) => {
+            // Let the last announcements and commits land before comparing.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let checked = rush
+                .check(&http, ops, options.world.as_deref(), window_ms)
+                .await;
+            rush.remove(&http, ops).await;
+            Some(checked?)
+        }
+        _ => None,
+    };
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
     let present = start.connected.saturating_sub(start.disconnects).max(1);
     let bad = end.failed + end.errors + end.disconnects;
@@ -187,10 +239,17 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         disconnects: end.disconnects,
         error_rate,
         max_error_rate: options.max_error_rate,
-        passed: error_rate <= options.max_error_rate,
+        passed: error_rate <= options.max_error_rate && flag_rush.as_ref().is_none_or(|r| r.passed),
         server,
         bots_process: me,
+        flag_rush,
     })
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn stats(pid: Option<u32>, (cpu, rss_max, rss_last): (f64, u64, u64)) -> ProcessStats {

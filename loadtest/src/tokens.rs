@@ -29,6 +29,8 @@ pub const TOKEN_FREE: &str = "token-free";
 pub struct Credentials {
     /// One token per bot, in bot order (`None`: send a dummy `Hello`).
     pub tokens: Vec<Option<String>>,
+    /// Each minted bot's team, in bot order (empty unless minted).
+    pub teams: Vec<Option<String>>,
     /// Boxes the bots keep out of.
     pub obstacles: Vec<Obstacle>,
     /// Latency of the token calls, µs.
@@ -46,6 +48,8 @@ struct MintAnswer {
 #[derive(Debug, Deserialize)]
 struct MintedToken {
     token: String,
+    #[serde(default)]
+    team: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +72,7 @@ pub async fn acquire(options: &Options) -> Result<Credentials, LoadtestError> {
     if options.token_free {
         return Ok(Credentials {
             tokens: vec![None; options.bots],
+            teams: Vec::new(),
             obstacles: Vec::new(),
             latency,
             mode: "token-free",
@@ -83,6 +88,7 @@ pub async fn acquire(options: &Options) -> Result<Credentials, LoadtestError> {
         let tokens = login_all(&http, options, &mut latency).await;
         return Ok(Credentials {
             tokens,
+            teams: Vec::new(),
             obstacles,
             latency,
             mode: "login",
@@ -91,6 +97,7 @@ pub async fn acquire(options: &Options) -> Result<Credentials, LoadtestError> {
     let ops = ops
         .ok_or_else(|| LoadtestError::Options("minting needs --ops-url and --ops-token".into()))?;
     let mut tokens = Vec::with_capacity(options.bots);
+    let mut teams = Vec::with_capacity(options.bots);
     let mut obstacles = Vec::new();
     while tokens.len() < options.bots {
         let count = MINT_BATCH.min(options.bots - tokens.len());
@@ -98,10 +105,14 @@ pub async fn acquire(options: &Options) -> Result<Credentials, LoadtestError> {
         let answer = mint(&http, ops, options, tokens.len(), count, true).await?;
         latency.saturating_record(started.elapsed().as_micros() as u64);
         obstacles = answer.obstacles;
-        tokens.extend(answer.tokens.into_iter().map(|t| Some(t.token)));
+        for minted in answer.tokens {
+            tokens.push(Some(minted.token));
+            teams.push(minted.team);
+        }
     }
     Ok(Credentials {
         tokens,
+        teams,
         obstacles,
         latency,
         mode: "mint",

@@ -3,12 +3,15 @@
 //! areas that would refuse or slow it, so that a correct server never has to
 //! correct it.
 
+use std::sync::Arc;
+
 use meridian_protocol::{ClientMessage, LonLat};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use serde::Deserialize;
 
 use crate::options::{BBox, M_PER_DEG};
+use crate::rush::{Duty, Rush, RADIUS_M};
 
 /// How far bots keep from an obstacle's box, in metres. A step is far shorter,
 /// so a step that ends outside the widened box cannot touch the area.
@@ -38,6 +41,8 @@ pub struct Walk {
     area: BBox,
     /// Obstacle boxes widened by the margin, with their speed limits.
     obstacles: Vec<(BBox, Option<f64>)>,
+    /// The flag rush the bots with a duty follow, if one runs.
+    pub rush: Option<Arc<Rush>>,
 }
 
 impl Walk {
@@ -60,7 +65,11 @@ impl Walk {
                 (widened, limit)
             })
             .collect();
-        Self { area, obstacles }
+        Self {
+            area,
+            obstacles,
+            rush: None,
+        }
     }
 
     /// Whether stepping from `from` to `to` enters an obstacle `from` is not in.
@@ -89,17 +98,25 @@ pub struct Walker {
     heading: f64,
     /// Metres per second.
     speed: f64,
+    /// Which flags it rushes to, in a flag rush.
+    duty: Option<Duty>,
     rng: SmallRng,
 }
 
 impl Walker {
     /// A walker starting at `position` with a random heading and a speed in `speeds`.
     #[must_use]
-    pub fn new(position: LonLat, speeds: (f64, f64), mut rng: SmallRng) -> Self {
+    pub fn new(
+        position: LonLat,
+        speeds: (f64, f64),
+        duty: Option<Duty>,
+        mut rng: SmallRng,
+    ) -> Self {
         Self {
             position,
             heading: rng.random_range(0.0..360.0),
             speed: rng.random_range(speeds.0..=speeds.1),
+            duty,
             rng,
         }
     }
@@ -130,10 +147,23 @@ impl Walker {
         };
         let centre = walk.area.center();
         let home = bearing(self.position, centre);
+        // In a flag rush: head for the duty's flag, and once there, wander
+        // near its middle so as to stay in the zone.
+        let rush_target = walk
+            .rush
+            .as_ref()
+            .zip(self.duty)
+            .map(|(rush, duty)| rush.target(duty, tokio::time::Instant::now()));
+        if let Some(target) = rush_target {
+            if distance_sq(self.position, target).sqrt() * M_PER_DEG > RADIUS_M * 0.4 {
+                self.heading = bearing(self.position, target);
+            }
+        }
         for attempt in 0..TRIES {
             let heading = match attempt {
                 0 => self.heading,
                 1 if !walk.area.contains(self.position) => home,
+                1 if rush_target.is_some() => bearing(self.position, rush_target.unwrap_or(centre)),
                 _ => self.rng.random_range(0.0..360.0),
             };
             let next = advance(self.position, heading, speed * dt);
@@ -200,7 +230,7 @@ mod tests {
             lat: DEMO_CENTER.lat + 100.0 / M_PER_DEG,
         };
         for seed in 0..20 {
-            let mut walker = Walker::new(start, (1.4, 5.0), SmallRng::seed_from_u64(seed));
+            let mut walker = Walker::new(start, (1.4, 5.0), None, SmallRng::seed_from_u64(seed));
             for _ in 0..3000 {
                 let before = walker.position;
                 let (p, _) = walker.step(0.1, &walk);
@@ -220,7 +250,7 @@ mod tests {
             lon: DEMO_CENTER.lon + 0.01,
             lat: DEMO_CENTER.lat,
         };
-        let mut walker = Walker::new(far, (5.0, 5.0), SmallRng::seed_from_u64(1));
+        let mut walker = Walker::new(far, (5.0, 5.0), None, SmallRng::seed_from_u64(1));
         for _ in 0..2000 {
             walker.step(0.1, &walk);
         }

@@ -83,3 +83,81 @@ async fn fifty_bots_walk_the_demo_world_without_corrections() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    config.ops_token = Some(OPS_TOKEN.into());
+    let server = Server::bind(config).await.expect("server binds");
+    let (game, ops) = (server.game_addr(), server.ops_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+
+    let mut options = Options::new(vec![format!("ws://{game}/ws")]);
+    options.bots = 60;
+    options.probes = Some(30);
+    options.ramp = 1.0;
+    // Three rounds: each group walks to its next flag and holds it.
+    options.duration = 45.0;
+    options.radius_m = Some(80.0);
+    options.max_speed = 8.0;
+    options.flag_rush = 4;
+    options.rush_round_s = 15.0;
+    options.rush_ring_m = 40.0;
+    options.ops_url = Some(format!("http://{ops}"));
+    options.ops_token = Some(OPS_TOKEN.into());
+    options.no_server_stats = true;
+    options.quiet = true;
+    let report = meridian_loadtest::run(options)
+        .await
+        .expect("the load test runs");
+    let json = serde_json::to_value(&report).unwrap();
+    println!("{}", report.table());
+
+    let rush = &json["flag_rush"];
+    assert_eq!(json["connected"], 60, "{json:#}");
+    assert_eq!(json["corrections"], 0, "{json:#}");
+    assert_eq!(json["errors"], 0, "{json:#}");
+    assert!(rush["captures"].as_u64().unwrap() >= 2, "{rush:#}");
+    assert_eq!(rush["probes_checked"], 30, "{rush:#}");
+    assert_eq!(
+        (&rush["duplicates"], &rush["lost"], &rush["phantom"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{rush:#}"
+    );
+    assert_eq!(rush["passed"], true, "{rush:#}");
+    assert_eq!(json["passed"], true, "{json:#}");
+
+    // The rush's flags are gone again; their captures stay in the history.
+    let http = reqwest::Client::new();
+    let flags: serde_json::Value = http
+        .get(format!("http://{ops}/admin/flags"))
+        .bearer_auth(OPS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = flags["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["properties"]["name"].as_str())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("rush-")), "{names:?}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), serving)
+        .await
+        .expect("the shard stops")
+        .unwrap()
+        .unwrap();
+}

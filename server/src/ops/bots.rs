@@ -4,7 +4,7 @@
 //!
 //! Request: `Authorization: Bearer <OPS_TOKEN or an admin's access token>` and
 //! `{"count": N, "prefix": "bot", "first": 0, "world": "demo", "within": [min_lon, min_lat, max_lon, max_lat]}`
-//! (all but `count` optional). Answer: `{"world", "tokens": [{"user_id", "token"}], "obstacles":
+//! (all but `count` optional). Answer: `{"world", "tokens": [{"user_id", "token", "team"}], "obstacles":
 //! [{"kind", "bbox", "max_speed_mps"}]}`.
 
 use axum::extract::rejection::JsonRejection;
@@ -58,6 +58,8 @@ fn default_prefix() -> String {
 pub(super) struct BotToken {
     user_id: Uuid,
     token: String,
+    /// The bot's team, so a swarm can send teams different ways (flag rush).
+    team: Option<String>,
 }
 
 /// A box a bot must not walk into: a blocked area, or an area with a lower
@@ -118,15 +120,22 @@ pub(super) async fn mint(
         placed = request.within.is_some(),
         "bot sessions opened"
     );
+    let mut tokens = Vec::with_capacity(grants.len());
+    for grant in grants {
+        let team = state
+            .store
+            .profile(grant.user_id)
+            .await?
+            .and_then(|p| p.team);
+        tokens.push(BotToken {
+            user_id: grant.user_id,
+            token: grant.token,
+            team,
+        });
+    }
     Ok(Json(BotsResponse {
         world: world.name,
-        tokens: grants
-            .into_iter()
-            .map(|g| BotToken {
-                user_id: g.user_id,
-                token: g.token,
-            })
-            .collect(),
+        tokens,
         obstacles,
     }))
 }

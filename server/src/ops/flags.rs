@@ -186,6 +186,46 @@ pub(super) async fn reset_scores(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `?world=&since_ms=` of the capture history.
+#[derive(Debug, Deserialize)]
+pub(super) struct CapturesQuery {
+    world: Option<String>,
+    #[serde(default)]
+    since_ms: i64,
+}
+
+/// `GET /admin/captures?world=&since_ms=`: the world's committed captures
+/// since then, oldest first (`{"captures": [...]}`), as the history table
+/// holds them: what a load test checks its announcements against.
+pub(super) async fn captures(
+    _: Admin,
+    State(state): State<OpsState>,
+    query: Result<Query<CapturesQuery>, QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Query(query) = query.map_err(|e| AdminError::Invalid(e.body_text()))?;
+    let world = world(&state, query.world).await?;
+    let captures: Vec<Value> = state
+        .store
+        .captures(world.id, query.since_ms)
+        .await?
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.capture.id,
+                "flag_id": c.capture.flag_id,
+                "user_id": c.capture.user_id,
+                "team": c.capture.team,
+                "captured_at_ms": c.capture.captured_at_ms,
+                "version": c.version,
+                "score": c.score,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "world": world.name, "captures": captures }),
+    ))
+}
+
 /// Write a flag, tell every shard of its world, and return it as stored.
 async fn store(
     state: &OpsState,

@@ -78,6 +78,7 @@ pub fn router(state: OpsState) -> Router {
             get(flags::get).put(flags::replace).delete(flags::delete),
         )
         .route("/admin/scores/reset", post(flags::reset_scores))
+        .route("/admin/captures", get(flags::captures))
         .route("/admin/kick", post(moderation::kick))
         .route("/admin/broadcast", post(moderation::broadcast))
         .with_state(state)
