@@ -682,3 +682,140 @@ async fn logged_out_or_expired_sessions_cannot_refresh() {
     let reply = server.refresh(&refresh.token).await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
 }
+
+// ---------------------------------------------------------------------------
+// Teams.
+// ---------------------------------------------------------------------------
+
+impl TestServer {
+    async fn register_in(&self, username: &str, team: Value) -> Reply {
+        self.post(
+            "/api/register",
+            json!({"username": username, "password": "correct horse", "team": team}),
+        )
+        .await
+    }
+}
+
+/// The team a reply names, and that the store has for its account.
+async fn team_of(server: &TestServer, reply: &Reply) -> String {
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let team = reply.body["team"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no team in {}", reply.text))
+        .to_owned();
+    let stored = server
+        .store
+        .user_by_id(uuid(&reply.body["user_id"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.team.as_deref(), Some(team.as_str()), "as stored");
+    team
+}
+
+#[tokio::test]
+async fn a_chosen_team_is_kept_and_every_reply_names_it() {
+    let server = TestServer::start().await;
+    let registered = server.register_in("alice", json!("blue")).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text
+    );
+    assert_eq!(team_of(&server, &registered).await, "blue");
+
+    let login = server.login("alice", "correct horse").await;
+    assert_eq!(team_of(&server, &login).await, "blue");
+    let (_, refresh_token) = tokens_of(&login);
+    let refreshed = server.refresh(&refresh_token).await;
+    assert_eq!(team_of(&server, &refreshed).await, "blue");
+
+    // A new guest joins the team it asks for; the device's account keeps it.
+    let guest = server.post("/api/guest", json!({"team": "blue"})).await;
+    assert_eq!(team_of(&server, &guest).await, "blue");
+    let device_id = guest.body["device_id"].as_str().unwrap();
+    let again = server
+        .post("/api/guest", json!({"device_id": device_id, "team": "red"}))
+        .await;
+    assert_eq!(again.body["user_id"], guest.body["user_id"]);
+    assert_eq!(
+        team_of(&server, &again).await,
+        "blue",
+        "an existing account keeps its team"
+    );
+}
+
+#[tokio::test]
+async fn without_a_choice_new_accounts_take_turns_from_the_first_team() {
+    let server = TestServer::start().await;
+    let mut teams = Vec::new();
+    // `"team": null` is the same as no team.
+    for i in 0..2 {
+        let reply = server.register_in(&format!("null{i}"), Value::Null).await;
+        teams.push(team_of(&server, &reply).await);
+    }
+    for i in 0..2 {
+        let reply = server
+            .register(&format!("player{i}"), "correct horse")
+            .await;
+        teams.push(team_of(&server, &reply).await);
+    }
+    for _ in 0..2 {
+        let reply = server.post_raw("/api/guest", None, "").await;
+        teams.push(team_of(&server, &reply).await);
+    }
+    assert_eq!(teams, ["red", "blue", "red", "blue", "red", "blue"]);
+
+    // A chosen team counts: after two more reds, blue comes twice.
+    for i in 0..2 {
+        let reply = server.register_in(&format!("red{i}"), json!("red")).await;
+        assert_eq!(team_of(&server, &reply).await, "red");
+    }
+    let mut next = Vec::new();
+    for i in 0..3 {
+        let reply = server.register(&format!("late{i}"), "correct horse").await;
+        next.push(team_of(&server, &reply).await);
+    }
+    assert_eq!(next, ["blue", "blue", "red"], "the smallest team first");
+}
+
+#[tokio::test]
+async fn an_unknown_team_is_refused_with_the_valid_ones() {
+    let server = TestServer::start().await;
+    for team in ["green", "", "RED"] {
+        let reply = server.register_in("alice", json!(team)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_team");
+        assert_eq!(
+            reply.body["message"], "team must be one of: red, blue",
+            "{}",
+            reply.text
+        );
+        let reply = server.post("/api/guest", json!({"team": team})).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_team");
+    }
+    let reply = server
+        .post_raw(
+            "/api/register",
+            Some("application/json"),
+            r#"{"username":"alice","password":"correct horse","team":7}"#,
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_json");
+
+    // Nothing was created: the name is free and no guest exists.
+    assert_eq!(server.store.user_by_name("alice").await.unwrap(), None);
+    let registered = server.register_in("alice", json!("red")).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(server.sqlite.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "only alice, no refused guest");
+}

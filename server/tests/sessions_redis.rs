@@ -468,11 +468,14 @@ async fn profiles_are_cached_for_five_minutes_and_dropped_on_write() {
     let key = format!("meridian:profile:{}", alice.id);
     assert!(!redis.exists(&key).await, "filled on read, not on write");
 
+    // Created without a team, so the store assigned one; the profile has it.
+    let team = c.store.user_by_id(alice.id).await.unwrap().unwrap().team;
+    assert!(team.is_some(), "a team was assigned");
     let expected = Profile {
         id: alice.id,
         username: alice.username.clone(),
         roles: vec![Role::Player],
-        team: None,
+        team,
     };
     assert_eq!(
         c.store.profile(alice.id).await.unwrap(),

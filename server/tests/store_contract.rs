@@ -15,8 +15,9 @@ use std::sync::Arc;
 use meridian_protocol::{AreaKind, LonLat};
 use meridian_server::demo;
 use meridian_server::store::{
-    now_ms, Area, Bounds, CachedStore, MovementMode, Profile, RedisCache, Role, Rotation, Session,
-    SqliteStore, Store, StoreError, StoredPosition, User, WorldDef, WorldObject,
+    now_ms, Area, Bounds, CachedStore, Capture, CaptureOutcome, CommittedCapture, MovementMode,
+    Profile, RedisCache, Role, Rotation, Session, SqliteStore, Store, StoreError, StoredPosition,
+    Team, TeamScore, User, WorldDef, WorldObject,
 };
 use sha2::{Digest, Sha256};
 use util::redis::RedisServer;
@@ -32,6 +33,8 @@ async fn run_contract(store: &dyn Store) {
     users_round_trip_with_roles(store).await;
     taken_username_or_device_is_a_conflict(store).await;
     profiles_are_accounts_without_secrets(store).await;
+    teams_are_seeded_in_display_order(store).await;
+    new_accounts_join_the_team_with_the_fewest_members(store).await;
     sessions_can_be_revoked_once(store).await;
     refresh_hashes_rotate_once(store).await;
     concurrent_rotations_have_one_winner(store).await;
@@ -39,6 +42,10 @@ async fn run_contract(store: &dyn Store) {
     worlds_round_trip_and_names_are_unique(store).await;
     areas_round_trip_replace_and_delete(store).await;
     world_objects_round_trip(store).await;
+    scores_start_at_zero_for_every_team_and_reset(store).await;
+    a_capture_commits_owner_version_score_and_history(store).await;
+    concurrent_captures_of_one_flag_have_one_winner(store).await;
+    unannounced_captures_are_found_until_marked(store).await;
     positions_round_trip(store).await;
     newer_position_wins_by_epoch_then_seq(store).await;
     empty_batch_is_a_no_op(store).await;
@@ -129,8 +136,20 @@ fn position(user: &User, world: &WorldDef, epoch: u64, seq: u64, lon: f64) -> St
 async fn users_round_trip_with_roles(store: &dyn Store) {
     let player = created_user(store).await;
     let found = store.user_by_name(&player.username).await.unwrap();
+    // Created without a team, so one was assigned.
+    let team = found.as_ref().and_then(|u| u.team.clone());
+    assert!(
+        store
+            .teams()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| Some(&t.name) == team.as_ref()),
+        "assigned an existing team: {team:?}"
+    );
     let expected = User {
         roles: vec![Role::Player],
+        team,
         ..player.clone()
     };
     assert_eq!(
@@ -259,13 +278,17 @@ async fn sessions_can_be_revoked_once(store: &dyn Store) {
 }
 
 async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
-    let admin = new_user(vec![Role::Admin]);
+    let teams = team_names(store).await;
+    let admin = User {
+        team: Some(teams[1].clone()),
+        ..new_user(vec![Role::Admin])
+    };
     store.create_user(&admin).await.unwrap();
     let expected = Profile {
         id: admin.id,
         username: admin.username.clone(),
         roles: vec![Role::Player, Role::Admin],
-        team: None,
+        team: Some(teams[1].clone()),
     };
     assert_eq!(
         store.profile(admin.id).await.unwrap(),
@@ -277,6 +300,122 @@ async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
         "the same when asked again"
     );
     assert_eq!(store.profile(Uuid::now_v7()).await.unwrap(), None);
+}
+
+/// The teams' names, in display order.
+async fn team_names(store: &dyn Store) -> Vec<String> {
+    store
+        .teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
+}
+
+async fn teams_are_seeded_in_display_order(store: &dyn Store) {
+    let teams = store.teams().await.unwrap();
+    assert!(teams.len() >= 2, "{teams:?}");
+    assert_eq!(
+        teams[..2],
+        [
+            Team {
+                name: "red".into(),
+                colour: "#e5484d".into()
+            },
+            Team {
+                name: "blue".into(),
+                colour: "#3e63dd".into()
+            },
+        ]
+    );
+}
+
+/// The team an account was created with, as every read of it says.
+async fn team_of(store: &dyn Store, user: &User) -> String {
+    let found = store.user_by_id(user.id).await.unwrap().unwrap();
+    let profile = store.profile(user.id).await.unwrap().unwrap();
+    assert_eq!(profile.team, found.team, "the profile carries the team");
+    let by_name = store.user_by_name(&user.username).await.unwrap().unwrap();
+    assert_eq!(by_name.team, found.team);
+    found.team.expect("every new account has a team")
+}
+
+/// The team that the fewest-members rule picks, given each team's member
+/// count relative to the others (ties go to the first in display order).
+fn fewest(counts: &[i64]) -> usize {
+    (0..counts.len()).min_by_key(|&i| (counts[i], i)).unwrap()
+}
+
+async fn new_accounts_join_the_team_with_the_fewest_members(store: &dyn Store) {
+    let teams = team_names(store).await;
+
+    // A chosen team is kept, and the profile still starts at epoch 0.
+    for team in &teams {
+        let user = User {
+            team: Some(team.clone()),
+            ..new_user(vec![])
+        };
+        store.create_user(&user).await.unwrap();
+        assert_eq!(&team_of(store, &user).await, team);
+        assert_eq!(
+            store.next_epoch(user.id).await.unwrap(),
+            1,
+            "the first epoch is still 1"
+        );
+    }
+
+    // An unknown team is refused, with nothing of the account left behind.
+    let lost = User {
+        team: Some(unique("no-such-team")),
+        ..new_user(vec![])
+    };
+    let err = store.create_user(&lost).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.user_by_id(lost.id).await.unwrap(), None);
+    let retried = User { team: None, ..lost };
+    store
+        .create_user(&retried)
+        .await
+        .expect("the name and id are still free");
+    team_of(store, &retried).await;
+
+    // The store is shared, so the teams' sizes are not known here. But when
+    // every team is assigned once in display order, the teams were even just
+    // before (each pick was a smallest team, ties to the first), so assign
+    // until that happens...
+    let mut recent: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let user = created_user(store).await;
+        recent.push(team_of(store, &user).await);
+        if recent.ends_with(&teams) {
+            break;
+        }
+    }
+    assert!(
+        recent.ends_with(&teams),
+        "assignments never took turns: {recent:?}"
+    );
+    // ...and from even teams every pick is known.
+    let mut counts = vec![0_i64; teams.len()];
+    for _ in 0..2 {
+        let user = User {
+            team: Some(teams[0].clone()),
+            ..new_user(vec![])
+        };
+        store.create_user(&user).await.unwrap();
+        counts[0] += 1;
+    }
+    let mut expected = Vec::new();
+    let mut assigned = Vec::new();
+    for _ in 0..3 * teams.len() {
+        let pick = fewest(&counts);
+        counts[pick] += 1;
+        expected.push(teams[pick].clone());
+        let user = created_user(store).await;
+        assigned.push(team_of(store, &user).await);
+    }
+    assert_eq!(assigned, expected, "the smallest team first, ties in order");
 }
 
 async fn refresh_hashes_rotate_once(store: &dyn Store) {
@@ -515,13 +654,475 @@ async fn world_objects_round_trip(store: &dyn Store) {
         version: 0,
     };
     store.put_world_object(&flag).await.unwrap();
-    assert_eq!(store.world_objects(world.id).await.unwrap(), [flag.clone()]);
+    assert_eq!(
+        store.world_objects(world.id).await.unwrap(),
+        [flag.clone()],
+        "a new object is at version 0"
+    );
 
+    // Replacing counts a change, whatever version is given, and writes the owner.
+    let team = team_names(store).await.remove(0);
     flag.position.lon = -179.999_999_9;
     flag.name = "moved".into();
+    flag.owner = Some(team.clone());
+    flag.version = 42;
     store.put_world_object(&flag).await.unwrap();
-    assert_eq!(store.world_objects(world.id).await.unwrap(), [flag]);
+    flag.version = 1;
+    assert_eq!(store.world_objects(world.id).await.unwrap(), [flag.clone()]);
+    flag.owner = None;
+    flag.version = 0;
+    store.put_world_object(&flag).await.unwrap();
+    flag.version = 2;
+    assert_eq!(
+        store.world_objects(world.id).await.unwrap(),
+        [flag.clone()],
+        "the owner can be cleared"
+    );
     assert_eq!(store.world_objects(Uuid::now_v7()).await.unwrap(), []);
+
+    // A new object, even with a version given, starts at 0.
+    let other = WorldObject {
+        id: Uuid::now_v7(),
+        version: 7,
+        ..flag.clone()
+    };
+    store.put_world_object(&other).await.unwrap();
+    let stored = store.world_objects(world.id).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].version, 0);
+
+    assert!(store.delete_world_object(flag.id).await.unwrap());
+    assert!(
+        !store.delete_world_object(flag.id).await.unwrap(),
+        "already gone"
+    );
+    assert!(!store.delete_world_object(Uuid::now_v7()).await.unwrap());
+    assert_eq!(
+        store.world_objects(world.id).await.unwrap(),
+        [WorldObject {
+            version: 0,
+            ..other
+        }]
+    );
+}
+
+/// A flag placed in `world` at its centre.
+async fn placed_flag(store: &dyn Store, world: &WorldDef) -> WorldObject {
+    let flag = WorldObject {
+        id: Uuid::now_v7(),
+        world_id: world.id,
+        kind: "flag".into(),
+        name: unique("flag"),
+        position: world.center,
+        properties: serde_json::json!({ "capture_radius_m": 20 }),
+        owner: None,
+        version: 0,
+    };
+    store.put_world_object(&flag).await.unwrap();
+    flag
+}
+
+/// A capture of `flag` by `user` for `team`, won against `version`.
+fn capture_of(flag: &WorldObject, user: &User, team: &str, version: i64) -> Capture {
+    Capture {
+        id: Uuid::now_v7(),
+        world_id: flag.world_id,
+        flag_id: flag.id,
+        user_id: user.id,
+        name: user.username.clone(),
+        team: team.to_owned(),
+        version,
+        captured_at_ms: now_ms(),
+    }
+}
+
+/// Each team's score in display order, as `team_scores` answers.
+fn scores(teams: &[String], values: &[i64]) -> Vec<TeamScore> {
+    teams
+        .iter()
+        .zip(values)
+        .map(|(team, &score)| TeamScore {
+            team: team.clone(),
+            score,
+        })
+        .collect()
+}
+
+/// The one flag of `world`, as stored.
+async fn stored_flag(store: &dyn Store, world: &WorldDef) -> WorldObject {
+    let mut objects = store.world_objects(world.id).await.unwrap();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    objects.remove(0)
+}
+
+async fn scores_start_at_zero_for_every_team_and_reset(store: &dyn Store) {
+    let teams = team_names(store).await;
+    let zeros = scores(&teams, &vec![0; teams.len()]);
+    let world = created_world(store).await;
+    assert_eq!(store.team_scores(world.id).await.unwrap(), zeros);
+    assert_eq!(store.team_scores(Uuid::now_v7()).await.unwrap(), zeros);
+
+    let user = created_user(store).await;
+    let other = created_world(store).await;
+    for (world, team) in [(&world, 1), (&world, 1), (&world, 0), (&other, 1)] {
+        let flag = placed_flag(store, world).await;
+        let outcome = store
+            .capture_flag(&capture_of(&flag, &user, &teams[team], 0))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, CaptureOutcome::Committed { .. }));
+    }
+    let mut expected = vec![0; teams.len()];
+    expected[0] = 1;
+    expected[1] = 2;
+    assert_eq!(
+        store.team_scores(world.id).await.unwrap(),
+        scores(&teams, &expected),
+        "display order, one point per capture"
+    );
+
+    store.reset_scores(world.id).await.unwrap();
+    assert_eq!(store.team_scores(world.id).await.unwrap(), zeros);
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap().len(),
+        3,
+        "the history stays"
+    );
+    let mut other_scores = vec![0; teams.len()];
+    other_scores[1] = 1;
+    assert_eq!(
+        store.team_scores(other.id).await.unwrap(),
+        scores(&teams, &other_scores),
+        "other worlds keep theirs"
+    );
+    store.reset_scores(Uuid::now_v7()).await.unwrap();
+
+    // Scores count on from 0 after a reset.
+    let flag = placed_flag(store, &world).await;
+    let outcome = store
+        .capture_flag(&capture_of(&flag, &user, &teams[1], 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        CaptureOutcome::Committed {
+            version: 1,
+            score: 1
+        }
+    );
+}
+
+async fn a_capture_commits_owner_version_score_and_history(store: &dyn Store) {
+    let teams = team_names(store).await;
+    let (red, blue) = (teams[0].as_str(), teams[1].as_str());
+    let world = created_world(store).await;
+    let user = created_user(store).await;
+    let flag = placed_flag(store, &world).await;
+    let base = now_ms();
+
+    let first = Capture {
+        captured_at_ms: base,
+        ..capture_of(&flag, &user, red, 0)
+    };
+    assert_eq!(
+        store.capture_flag(&first).await.unwrap(),
+        CaptureOutcome::Committed {
+            version: 1,
+            score: 1
+        }
+    );
+    let owned = WorldObject {
+        owner: Some(red.to_owned()),
+        version: 1,
+        ..flag.clone()
+    };
+    assert_eq!(stored_flag(store, &world).await, owned);
+    let mut expected_scores = vec![0; teams.len()];
+    expected_scores[0] = 1;
+    assert_eq!(
+        store.team_scores(world.id).await.unwrap(),
+        scores(&teams, &expected_scores)
+    );
+    let first_committed = CommittedCapture {
+        capture: first.clone(),
+        version: 1,
+        score: 1,
+    };
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        std::slice::from_ref(&first_committed)
+    );
+    let unannounced = store.unannounced_captures(base, 10_000).await.unwrap();
+    assert!(
+        unannounced.contains(&first_committed),
+        "not announced yet: {unannounced:?}"
+    );
+
+    // Won against the version before: stale, and nothing changes.
+    let unchanged = || async {
+        assert_eq!(stored_flag(store, &world).await, owned);
+        assert_eq!(
+            store.team_scores(world.id).await.unwrap(),
+            scores(&teams, &expected_scores)
+        );
+        assert_eq!(
+            store.captures(world.id, 0).await.unwrap(),
+            std::slice::from_ref(&first_committed)
+        );
+    };
+    let late = capture_of(&flag, &user, blue, 0);
+    assert_eq!(
+        store.capture_flag(&late).await.unwrap(),
+        CaptureOutcome::Stale
+    );
+    unchanged().await;
+    // A retry of a committed capture never counts twice, even at the
+    // current version.
+    let retry = Capture {
+        version: 1,
+        ..first.clone()
+    };
+    assert_eq!(
+        store.capture_flag(&retry).await.unwrap(),
+        CaptureOutcome::Stale
+    );
+    unchanged().await;
+    // Only flags of the named world can be captured.
+    let elsewhere = created_world(store).await;
+    let wrong_world = Capture {
+        world_id: elsewhere.id,
+        ..capture_of(&flag, &user, blue, 1)
+    };
+    assert_eq!(
+        store.capture_flag(&wrong_world).await.unwrap(),
+        CaptureOutcome::Stale
+    );
+    let no_flag = Capture {
+        flag_id: Uuid::now_v7(),
+        ..capture_of(&flag, &user, blue, 1)
+    };
+    assert_eq!(
+        store.capture_flag(&no_flag).await.unwrap(),
+        CaptureOutcome::Stale
+    );
+    unchanged().await;
+    assert_eq!(
+        store.team_scores(elsewhere.id).await.unwrap(),
+        scores(&teams, &vec![0; teams.len()])
+    );
+
+    // Taken over by the other team at the current version.
+    let second = Capture {
+        captured_at_ms: base + 1000,
+        ..capture_of(&flag, &user, blue, 1)
+    };
+    assert_eq!(
+        store.capture_flag(&second).await.unwrap(),
+        CaptureOutcome::Committed {
+            version: 2,
+            score: 1
+        }
+    );
+    expected_scores[1] = 1;
+    assert_eq!(
+        store.team_scores(world.id).await.unwrap(),
+        scores(&teams, &expected_scores)
+    );
+    let held = stored_flag(store, &world).await;
+    assert_eq!((held.owner.as_deref(), held.version), (Some(blue), 2));
+    let second_committed = CommittedCapture {
+        capture: second.clone(),
+        version: 2,
+        score: 1,
+    };
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        [first_committed.clone(), second_committed.clone()],
+        "oldest first"
+    );
+    assert_eq!(
+        store.captures(world.id, base + 1).await.unwrap(),
+        std::slice::from_ref(&second_committed),
+        "since a time"
+    );
+    assert_eq!(store.captures(elsewhere.id, 0).await.unwrap(), []);
+
+    // An unknown team is refused and writes nothing.
+    let bad_team = capture_of(&flag, &user, &unique("no-such-team"), 2);
+    let err = store.capture_flag(&bad_team).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(stored_flag(store, &world).await, held);
+
+    // Other objects are not flags, whatever their version.
+    let portal = WorldObject {
+        id: Uuid::now_v7(),
+        kind: "portal".into(),
+        ..flag.clone()
+    };
+    store.put_world_object(&portal).await.unwrap();
+    let at_portal = Capture {
+        flag_id: portal.id,
+        ..capture_of(&flag, &user, red, 0)
+    };
+    assert_eq!(
+        store.capture_flag(&at_portal).await.unwrap(),
+        CaptureOutcome::Stale
+    );
+    assert!(store.delete_world_object(portal.id).await.unwrap());
+
+    // An edit moves the version on, so a capture won before it is stale.
+    store.put_world_object(&held).await.unwrap();
+    let edited = stored_flag(store, &world).await;
+    assert_eq!((edited.owner.as_deref(), edited.version), (Some(blue), 3));
+    assert_eq!(
+        store
+            .capture_flag(&capture_of(&flag, &user, red, 2))
+            .await
+            .unwrap(),
+        CaptureOutcome::Stale
+    );
+
+    // A deleted flag cannot be captured; its captures stay in the history.
+    assert!(store.delete_world_object(flag.id).await.unwrap());
+    assert_eq!(
+        store
+            .capture_flag(&capture_of(&flag, &user, red, 3))
+            .await
+            .unwrap(),
+        CaptureOutcome::Stale
+    );
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        [first_committed, second_committed]
+    );
+}
+
+async fn concurrent_captures_of_one_flag_have_one_winner(store: &dyn Store) {
+    let teams = team_names(store).await;
+    let world = created_world(store).await;
+    let flag = placed_flag(store, &world).await;
+    let mut captures = Vec::new();
+    for i in 0..8 {
+        let user = created_user(store).await;
+        captures.push(capture_of(&flag, &user, &teams[i % teams.len()], 0));
+    }
+    let outcomes =
+        futures_util::future::join_all(captures.iter().map(|c| store.capture_flag(c))).await;
+    let outcomes: Vec<CaptureOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| matches!(outcomes[i], CaptureOutcome::Committed { .. }))
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = &captures[winners[0]];
+    assert_eq!(
+        outcomes[winners[0]],
+        CaptureOutcome::Committed {
+            version: 1,
+            score: 1
+        }
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, CaptureOutcome::Committed { .. } | CaptureOutcome::Stale)),
+        "{outcomes:?}"
+    );
+
+    let held = stored_flag(store, &world).await;
+    assert_eq!((held.owner.as_ref(), held.version), (Some(&winner.team), 1));
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        [CommittedCapture {
+            capture: winner.clone(),
+            version: 1,
+            score: 1
+        }],
+        "one capture in the history"
+    );
+    let expected: Vec<i64> = teams.iter().map(|t| i64::from(*t == winner.team)).collect();
+    assert_eq!(
+        store.team_scores(world.id).await.unwrap(),
+        scores(&teams, &expected),
+        "one point"
+    );
+}
+
+async fn unannounced_captures_are_found_until_marked(store: &dyn Store) {
+    let teams = team_names(store).await;
+    let world = created_world(store).await;
+    let user = created_user(store).await;
+    // Captured long ago (2001), so that captures of the other checks, made
+    // now, are later than all of these.
+    let t0 = 1_000_000_000_000;
+    let mut committed = Vec::new();
+    for (i, at) in [t0 + 2, t0, t0 + 5].into_iter().enumerate() {
+        let flag = placed_flag(store, &world).await;
+        let capture = Capture {
+            captured_at_ms: at,
+            ..capture_of(&flag, &user, &teams[0], 0)
+        };
+        store.capture_flag(&capture).await.unwrap();
+        committed.push(CommittedCapture {
+            capture,
+            version: 1,
+            score: i as i64 + 1,
+        });
+    }
+    let [a, b, c] = [0, 1, 2].map(|i| committed[i].clone());
+    let ours = |all: Vec<CommittedCapture>| -> Vec<CommittedCapture> {
+        all.into_iter()
+            .filter(|c| c.capture.world_id == world.id)
+            .collect()
+    };
+
+    assert_eq!(
+        ours(store.unannounced_captures(t0 + 2, 10_000).await.unwrap()),
+        [b.clone(), a.clone()],
+        "at or before the time, oldest first"
+    );
+    let first = store.unannounced_captures(t0 + 5, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "at most the limit");
+    assert!(
+        first[0].capture.captured_at_ms <= t0,
+        "the oldest: {first:?}"
+    );
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        [b.clone(), a.clone(), c.clone()]
+    );
+    assert_eq!(
+        store.captures(world.id, t0 + 1).await.unwrap(),
+        [a.clone(), c.clone()]
+    );
+
+    store
+        .mark_announced(&[b.capture.id, Uuid::now_v7()])
+        .await
+        .unwrap();
+    assert_eq!(
+        ours(store.unannounced_captures(t0 + 5, 10_000).await.unwrap()),
+        [a.clone(), c.clone()],
+        "unknown ids are ignored"
+    );
+    store.mark_announced(&[]).await.unwrap();
+    store
+        .mark_announced(&[a.capture.id, c.capture.id, b.capture.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        ours(
+            store
+                .unannounced_captures(now_ms() + 86_400_000, 10_000)
+                .await
+                .unwrap()
+        ),
+        []
+    );
+    assert_eq!(
+        store.captures(world.id, 0).await.unwrap(),
+        [b, a, c],
+        "announced captures stay in the history"
+    );
 }
 
 async fn positions_round_trip(store: &dyn Store) {
@@ -725,6 +1326,7 @@ async fn deleting_an_account_deletes_its_positions_and_sessions() {
         .await
         .unwrap();
     store.next_epoch(user.id).await.unwrap();
+    let captured = captured_by(&store, &user, &world).await;
 
     sqlx::query("DELETE FROM users WHERE id = ?1")
         .bind(user.id.hyphenated())
@@ -734,11 +1336,13 @@ async fn deleting_an_account_deletes_its_positions_and_sessions() {
 
     assert_eq!(store.position(user.id, world.id).await.unwrap(), None);
     assert_eq!(store.session(session.id).await.unwrap(), None);
+    assert_capture_kept_without_its_player(&store, &world, captured).await;
     for table in [
         "player_positions",
         "sessions",
         "player_profiles",
         "user_roles",
+        "flag_captures",
     ] {
         let left: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE user_id = ?1"))
@@ -748,6 +1352,88 @@ async fn deleting_an_account_deletes_its_positions_and_sessions() {
                 .unwrap();
         assert_eq!(left, 0, "{table} keeps nothing of a deleted account");
     }
+}
+
+/// A committed capture of a new flag of `world` by `user`.
+async fn captured_by(store: &dyn Store, user: &User, world: &WorldDef) -> CommittedCapture {
+    let team = team_names(store).await.remove(0);
+    let flag = placed_flag(store, world).await;
+    let capture = capture_of(&flag, user, &team, 0);
+    let CaptureOutcome::Committed { version, score } = store.capture_flag(&capture).await.unwrap()
+    else {
+        panic!("a fresh flag is captured");
+    };
+    CommittedCapture {
+        capture,
+        version,
+        score,
+    }
+}
+
+/// The history keeps a deleted account's capture, naming the nil player.
+async fn assert_capture_kept_without_its_player(
+    store: &dyn Store,
+    world: &WorldDef,
+    mut captured: CommittedCapture,
+) {
+    captured.capture.user_id = Uuid::nil();
+    assert_eq!(store.captures(world.id, 0).await.unwrap(), [captured]);
+}
+
+#[tokio::test]
+async fn accounts_from_before_teams_are_dealt_teams_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_migrated(&dir.path().join("meridian.db")).await;
+    // The schema as it was before teams.
+    meridian_server::store::sqlite::MIGRATOR
+        .undo(store.pool(), 20261121000009)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO users (id, username, device_hash, created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, ?2, 0, 0)",
+        )
+        .bind(id.hyphenated())
+        .bind(format!("old-{i}"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    // Only the second one has played (a profile at epoch 7).
+    sqlx::query(
+        "INSERT INTO player_profiles (user_id, epoch, created_at_ms, updated_at_ms) \
+         VALUES (?1, 7, 0, 0)",
+    )
+    .bind(ids[1].hyphenated())
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    store.migrate().await.unwrap();
+    assert_dealt_in_turn(&store, &ids).await;
+}
+
+/// After the teams migration, accounts `ids` (oldest first; the second one at
+/// epoch 7, the others without a profile) have teams red, blue, red and
+/// their epochs count on.
+async fn assert_dealt_in_turn(store: &dyn Store, ids: &[Uuid]) {
+    let mut teams = Vec::new();
+    for id in ids {
+        teams.push(store.user_by_id(*id).await.unwrap().unwrap().team);
+    }
+    assert_eq!(
+        teams,
+        [Some("red".into()), Some("blue".into()), Some("red".into())]
+    );
+    assert_eq!(store.next_epoch(ids[0]).await.unwrap(), 1);
+    assert_eq!(
+        store.next_epoch(ids[1]).await.unwrap(),
+        8,
+        "the epoch is kept"
+    );
+    assert_eq!(store.next_epoch(ids[2]).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -1021,6 +1707,7 @@ async fn postgres_deleting_an_account_deletes_its_positions_and_sessions() {
         .create_session(&session, &refresh_hash())
         .await
         .unwrap();
+    let captured = captured_by(&store, &user, &world).await;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user.id)
         .execute(store.pool())
@@ -1028,6 +1715,52 @@ async fn postgres_deleting_an_account_deletes_its_positions_and_sessions() {
         .unwrap();
     assert_eq!(store.position(user.id, world.id).await.unwrap(), None);
     assert_eq!(store.session(session.id).await.unwrap(), None);
+    assert_capture_kept_without_its_player(&store, &world, captured).await;
+}
+
+#[tokio::test]
+async fn postgres_accounts_from_before_teams_are_dealt_teams_in_turn() {
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db).await;
+    // The schema as it was before teams.
+    meridian_server::store::postgres::MIGRATOR
+        .undo(store.pool(), 20261121120012)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        sqlx::query("INSERT INTO users (id, username, device_hash) VALUES ($1, $2, $2)")
+            .bind(id)
+            .bind(format!("old-{i}"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO player_profiles (user_id, epoch) VALUES ($1, 7)")
+        .bind(ids[1])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    // A capture from before: history, not something to announce now.
+    let world = created_world(&store).await;
+    sqlx::query(
+        "INSERT INTO flag_captures (id, world_id, object_id, team) VALUES ($1, $2, $3, 'red')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(world.id)
+    .bind(Uuid::now_v7())
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    store.migrate().await.unwrap();
+    assert_dealt_in_turn(&store, &ids).await;
+    assert_eq!(store.captures(world.id, 0).await.unwrap().len(), 1);
+    let unannounced = store
+        .unannounced_captures(now_ms() + 86_400_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(unannounced, [], "old captures count as announced");
 }
 
 #[tokio::test]

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::input::{validate_device_id, validate_password, validate_username, InputError};
+use super::input::{
+    validate_device_id, validate_password, validate_team, validate_username, InputError,
+};
 use super::limiter::RateLimited;
 use super::password::PasswordError;
 use super::{Auth, AuthError, Grant};
@@ -70,7 +72,7 @@ pub enum ApiError {
     /// The body exceeds the size limit.
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
-    /// A username, password or device id breaks a rule.
+    /// A username, password, device id or team breaks a rule.
     #[error(transparent)]
     Input(#[from] InputError),
     /// Registration with a name that exists.
@@ -119,6 +121,7 @@ impl ApiError {
             Self::Input(InputError::Username(_)) => "invalid_username",
             Self::Input(InputError::Password(_)) => "invalid_password",
             Self::Input(InputError::DeviceId(_)) => "invalid_device_id",
+            Self::Input(InputError::Team(_)) => "invalid_team",
             Self::UsernameTaken => "username_taken",
             Self::InvalidCredentials => "invalid_credentials",
             Self::InvalidToken => "invalid_token",
@@ -222,11 +225,21 @@ struct ErrorBody {
     message: String,
 }
 
-/// Username and password, for register and login. No `Debug`: it holds a password.
+/// Username and password, for login. No `Debug`: it holds a password.
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
     password: String,
+}
+
+/// The body of `/api/register`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
+struct Registration {
+    username: String,
+    password: String,
+    /// The team to join; absent or `null` joins the one with the fewest members.
+    #[serde(default)]
+    team: Option<String>,
 }
 
 /// The optional body of `/api/guest`.
@@ -234,6 +247,10 @@ struct Credentials {
 struct GuestRequest {
     /// The device secret of an existing guest account, or of a new one.
     device_id: Option<String>,
+    /// The team a new guest account joins; absent or `null` joins the one
+    /// with the fewest members. An existing account keeps its team.
+    #[serde(default)]
+    team: Option<String>,
 }
 
 /// The body of `/api/refresh`. No `Debug`: it holds a secret.
@@ -250,6 +267,8 @@ struct LoginResponse {
     user_id: Uuid,
     session_id: Uuid,
     username: String,
+    /// The account's team (`null` only for an account that never got one).
+    team: Option<String>,
     /// Access-token expiry, Unix milliseconds.
     expires_at: i64,
 }
@@ -262,6 +281,7 @@ impl From<Grant> for LoginResponse {
             user_id: grant.user_id,
             session_id: grant.session_id,
             username: grant.username,
+            team: grant.team,
             expires_at: grant.expires_at_ms,
         }
     }
@@ -313,15 +333,18 @@ async fn rate_limit(
     Ok(next.run(request).await)
 }
 
-/// `POST /api/register {"username","password"}` → 201 with a token, as login:
-/// the new account is logged in, which spares the client a second password
-/// check.
+/// `POST /api/register {"username","password","team"?}` → 201 with a token,
+/// as login: the new account is logged in, which spares the client a second
+/// password check.
 async fn register(
     State(auth): State<Arc<Auth>>,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password, &body.username)?;
+    if let Some(team) = &body.team {
+        validate_team(team, &auth.teams)?;
+    }
     let password_hash = auth.hasher.hash(body.password).await?;
     let user = User {
         id: Uuid::now_v7(),
@@ -329,10 +352,11 @@ async fn register(
         password_hash: Some(password_hash),
         device_hash: None,
         roles: vec![Role::Player],
-        team: None,
+        team: body.team,
         created_at_ms: now_ms(),
     };
     auth.store.create_user(&user).await?;
+    let user = auth.created(user).await?;
     let grant = auth.open_session(&user).await?;
     tracing::info!(user_id = %user.id, session_id = %grant.session_id, "account registered");
     Ok((StatusCode::CREATED, Json(grant.into())))
@@ -357,8 +381,8 @@ async fn login(
     Ok(Json(grant.into()))
 }
 
-/// `POST /api/guest` with an optional `{"device_id"}` → 200 with a token and
-/// the device secret, creating the guest account on first use.
+/// `POST /api/guest` with an optional `{"device_id","team"}` → 200 with a
+/// token and the device secret, creating the guest account on first use.
 async fn guest(
     State(auth): State<Arc<Auth>>,
     body: Bytes,
@@ -369,6 +393,12 @@ async fn guest(
     } else {
         Json::<GuestRequest>::from_bytes(&body)?.0
     };
+    // A team is checked even for an existing account (which keeps its own),
+    // so that a client's mistake shows on its first request, not only on a
+    // new device.
+    if let Some(team) = &request.team {
+        validate_team(team, &auth.teams)?;
+    }
     let device_id = match request.device_id {
         Some(device_id) => {
             validate_device_id(&device_id)?;
@@ -383,7 +413,7 @@ async fn guest(
     let device_hash = hex::encode(Sha256::digest(device_id.as_bytes()));
     let user = match auth.store.user_by_device(&device_hash).await? {
         Some(user) => user,
-        None => create_guest(&auth, &device_hash).await?,
+        None => create_guest(&auth, &device_hash, request.team).await?,
     };
     let grant = auth.open_session(&user).await?;
     tracing::info!(user_id = %user.id, session_id = %grant.session_id, "guest logged in");
@@ -393,8 +423,13 @@ async fn guest(
     }))
 }
 
-/// Create a guest account for a device, with a generated `guest-<8 hex>` name.
-async fn create_guest(auth: &Auth, device_hash: &str) -> Result<User, ApiError> {
+/// Create a guest account for a device, with a generated `guest-<8 hex>` name,
+/// in `team` or (when `None`) the team with the fewest members.
+async fn create_guest(
+    auth: &Auth,
+    device_hash: &str,
+    team: Option<String>,
+) -> Result<User, ApiError> {
     for _ in 0..GUEST_NAME_ATTEMPTS {
         let mut suffix = [0u8; 4];
         rand::rng().fill_bytes(&mut suffix);
@@ -404,13 +439,13 @@ async fn create_guest(auth: &Auth, device_hash: &str) -> Result<User, ApiError> 
             password_hash: None,
             device_hash: Some(device_hash.to_owned()),
             roles: vec![Role::Player],
-            team: None,
+            team: team.clone(),
             created_at_ms: now_ms(),
         };
         match auth.store.create_user(&user).await {
             Ok(()) => {
                 tracing::info!(user_id = %user.id, "guest account created");
-                return Ok(user);
+                return Ok(auth.created(user).await?);
             }
             // Either a concurrent request created this device's account first
             // (use it), or the generated name was taken (try another).
@@ -488,6 +523,15 @@ mod tests {
             ApiError::from(StoreError::Conflict("users.username".into())).code(),
             "username_taken"
         );
+    }
+
+    #[test]
+    fn an_unknown_team_is_a_400_with_its_own_code() {
+        let err =
+            ApiError::from(validate_team("green", &["red".into(), "blue".into()]).unwrap_err());
+        assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.code(), "invalid_team");
+        assert_eq!(err.message(), "team must be one of: red, blue");
     }
 
     #[test]

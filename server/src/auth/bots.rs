@@ -66,6 +66,8 @@ impl Auth {
             None => {
                 let mut secret = [0u8; 32];
                 rand::rng().fill_bytes(&mut secret);
+                // Bots join teams as players do: the store assigns the one
+                // with the fewest members.
                 let user = User {
                     id: Uuid::now_v7(),
                     username: username.to_owned(),
@@ -76,7 +78,7 @@ impl Auth {
                     created_at_ms: now_ms(),
                 };
                 match self.store.create_user(&user).await {
-                    Ok(()) => return Ok(user),
+                    Ok(()) => return Ok(self.created(user).await?),
                     // A concurrent call created it first: use that one.
                     Err(StoreError::Conflict(_)) => self.store.user_by_name(username).await?,
                     Err(e) => return Err(e.into()),

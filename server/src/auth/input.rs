@@ -1,5 +1,5 @@
 //! Validation of what clients send to the account endpoints: usernames,
-//! passwords and guest device secrets, each refused with a clear reason.
+//! passwords, guest device secrets and teams, each refused with a clear reason.
 
 /// Prefix of generated guest usernames, reserved so that no one can register a
 /// name a guest account could be given.
@@ -24,6 +24,9 @@ pub enum InputError {
     /// The guest device secret breaks a rule.
     #[error("{0}")]
     DeviceId(&'static str),
+    /// The chosen team does not exist; the message lists the ones that do.
+    #[error("{0}")]
+    Team(String),
 }
 
 /// Check a new username: 3 to 32 characters of `A-Z a-z 0-9 _ . -`, starting
@@ -96,6 +99,20 @@ pub fn validate_device_id(device_id: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Check a chosen team: one of `teams` (names as stored, compared exactly).
+///
+/// # Errors
+/// `InputError::Team` listing the teams there are.
+pub fn validate_team(team: &str, teams: &[String]) -> Result<(), InputError> {
+    if teams.iter().any(|t| t == team) {
+        return Ok(());
+    }
+    Err(InputError::Team(format!(
+        "team must be one of: {}",
+        teams.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +171,19 @@ mod tests {
         assert!(validate_device_id(&"d".repeat(15)).is_err());
         assert!(validate_device_id(&"d".repeat(129)).is_err());
         assert!(validate_device_id("with a space in it!!").is_err());
+    }
+
+    #[test]
+    fn team_rules() {
+        let teams = ["red".to_owned(), "blue".to_owned()];
+        assert_eq!(validate_team("blue", &teams), Ok(()));
+        for team in ["green", "", "Red", " red"] {
+            let err = validate_team(team, &teams).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "team must be one of: red, blue",
+                "{team:?}"
+            );
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use bots::BotError;
 
 use crate::bus::{Bus, ControlEvent};
 use crate::config::Config;
-use crate::store::{now_ms, Role, Session, Store, User};
+use crate::store::{now_ms, Profile, Role, Session, Store, User};
 use limiter::Limiter;
 use password::Hasher;
 use refresh::RefreshToken;
@@ -80,6 +80,9 @@ pub struct Grant {
     pub user_id: Uuid,
     /// The account's username.
     pub username: String,
+    /// The account's team; `None` only for an account no team was ever
+    /// assigned to.
+    pub team: Option<String>,
     /// When the access token expires, Unix milliseconds.
     pub expires_at_ms: i64,
 }
@@ -96,6 +99,11 @@ pub struct Auth {
     hasher: Hasher,
     /// Attempts per client address on register, login and guest.
     limiter: Arc<Limiter>,
+    /// The names of the teams a new account may choose, in display order.
+    /// Read once at start: teams change only by migration, which a new
+    /// release brings with a restart, so a sign-up spends no query on them
+    /// and a client's wrong choice is refused before anything is hashed.
+    teams: Vec<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -112,7 +120,8 @@ impl Auth {
     /// task that keeps the rate limiter small, which ends when `Auth` is dropped.
     ///
     /// # Errors
-    /// `AuthError::Secret` if the development secret cannot be read or written.
+    /// `AuthError::Secret` if the development secret cannot be read or
+    /// written; `AuthError::Store` if the teams cannot be read.
     pub async fn new(
         config: &Config,
         store: Arc<dyn Store>,
@@ -121,6 +130,7 @@ impl Auth {
         let secret = secret::load(config)
             .await
             .map_err(|e| AuthError::Secret(e.to_string()))?;
+        let teams = store.teams().await?.into_iter().map(|t| t.name).collect();
         let limiter = Arc::new(Limiter::per_minute(config.login_rate_per_min));
         tokio::spawn(sweep(Arc::downgrade(&limiter)));
         Ok(Self {
@@ -129,7 +139,20 @@ impl Auth {
             tokens: Tokens::new(&secret, config.token_ttl),
             hasher: Hasher::per_core(),
             limiter,
+            teams,
         })
+    }
+
+    /// The account `user` as the store created it: with the team the store
+    /// assigned when `user.team` chose none.
+    ///
+    /// # Errors
+    /// `StoreError::Unavailable` if the account cannot be read back.
+    async fn created(&self, user: User) -> Result<User, crate::store::StoreError> {
+        if user.team.is_some() {
+            return Ok(user);
+        }
+        Ok(self.store.user_by_id(user.id).await?.unwrap_or(user))
     }
 
     /// Verify an access token and that its session is live.
@@ -174,25 +197,26 @@ impl Auth {
         };
         let refresh = RefreshToken::generate(session.id);
         self.store.create_session(&session, &refresh.hash).await?;
-        self.grant(
-            session.id,
-            user.id,
-            &user.username,
-            &user.roles,
-            refresh.token,
-        )
+        let account = Profile {
+            id: user.id,
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            team: user.team.clone(),
+        };
+        self.grant(session.id, &account, refresh.token)
     }
 
-    /// Sign an access token for a session and bundle it with its refresh token.
+    /// Sign an access token for a session of `account` and bundle it with
+    /// its refresh token.
     fn grant(
         &self,
         session_id: Uuid,
-        user_id: Uuid,
-        username: &str,
-        roles: &[Role],
+        account: &Profile,
         refresh_token: String,
     ) -> Result<Grant, AuthError> {
-        let claims = self.tokens.claims(user_id, session_id, username, roles);
+        let claims = self
+            .tokens
+            .claims(account.id, session_id, &account.username, &account.roles);
         let token = self
             .tokens
             .sign(&claims)
@@ -201,8 +225,9 @@ impl Auth {
             token,
             refresh_token,
             session_id,
-            user_id,
-            username: username.to_owned(),
+            user_id: account.id,
+            username: account.username.clone(),
+            team: account.team.clone(),
             expires_at_ms: claims.expires_at_ms(),
         })
     }

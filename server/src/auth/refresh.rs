@@ -78,20 +78,14 @@ impl Auth {
             .await?
         {
             Rotation::Rotated { user_id } => {
-                // The name and roles are read again, so a refreshed token
-                // carries the account as it is now.
+                // The name, roles and team are read again, so a refreshed
+                // token carries the account as it is now.
                 let profile = self
                     .store
                     .profile(user_id)
                     .await?
                     .ok_or(AuthError::InvalidToken)?;
-                self.grant(
-                    session_id,
-                    profile.id,
-                    &profile.username,
-                    &profile.roles,
-                    next.token,
-                )
+                self.grant(session_id, &profile, next.token)
             }
             Rotation::Reused => {
                 tracing::warn!(%session_id, "a spent refresh token was presented again; revoking its session");

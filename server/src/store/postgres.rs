@@ -37,6 +37,17 @@ macro_rules! ms {
     };
 }
 
+/// The select list and table of a query for [`committed_capture`] rows.
+macro_rules! capture_columns {
+    () => {
+        concat!(
+            "SELECT id, world_id, object_id, user_id, team, name, version, score, ",
+            ms!("captured_at"),
+            " AS captured_at_ms FROM flag_captures"
+        )
+    };
+}
+
 /// PostgreSQL + PostGIS implementation of [`Store`]. Cheap to share: it is a
 /// connection pool.
 #[derive(Debug, Clone)]
@@ -134,8 +145,10 @@ impl PgStore {
             "SELECT u.id, u.username, u.password_hash, u.device_hash, {created}, \
                     coalesce((SELECT array_agg(r.name) FROM user_roles ur \
                               JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), \
-                             '{{}}') AS roles \
-             FROM users u WHERE u.{column} = $1",
+                             '{{}}') AS roles, \
+                    p.team \
+             FROM users u LEFT JOIN player_profiles p ON p.user_id = u.id \
+             WHERE u.{column} = $1",
             created = concat!(ms!("u.created_at"), " AS created_at_ms"),
         );
         let query = sqlx::query(&sql);
@@ -159,7 +172,7 @@ impl PgStore {
                 password_hash: row.try_get("password_hash").map_err(db_error)?,
                 device_hash: row.try_get("device_hash").map_err(db_error)?,
                 roles,
-                team: None,
+                team: row.try_get("team").map_err(db_error)?,
                 created_at_ms: row.try_get("created_at_ms").map_err(db_error)?,
             })
         })
@@ -194,7 +207,7 @@ impl Store for PgStore {
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        // The account and its roles appear together or not at all.
+        // The account, its roles and its profile appear together or not at all.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, device_hash, created_at, updated_at) \
@@ -218,6 +231,25 @@ impl Store for PgStore {
         )
         .bind(user.id)
         .bind(&roles)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // Epoch 0, so that the first `next_epoch` still takes 1. An unknown
+        // chosen team fails the foreign key: a `Conflict`, and no account.
+        // Assignment takes no lock: sign-ups committing at the same moment
+        // may join the same team, and the next ones make up for it, so teams
+        // never drift apart by more than the sign-ups in flight, and no
+        // cluster-wide lock queues every new account behind the others.
+        sqlx::query(
+            "INSERT INTO player_profiles (user_id, epoch, team) \
+             VALUES ($1, 0, coalesce($2, \
+                 (SELECT t.name FROM teams t \
+                  ORDER BY (SELECT count(*) FROM player_profiles p WHERE p.team = t.name), \
+                           t.position \
+                  LIMIT 1)))",
+        )
+        .bind(user.id)
+        .bind(&user.team)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -480,7 +512,8 @@ impl Store for PgStore {
 
     async fn world_objects(&self, world_id: Uuid) -> Result<Vec<WorldObject>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, world_id, kind, name, ST_X(geom) AS lon, ST_Y(geom) AS lat, properties \
+            "SELECT id, world_id, kind, name, ST_X(geom) AS lon, ST_Y(geom) AS lat, properties, \
+                    owner_team, version \
              FROM world_objects WHERE world_id = $1 ORDER BY id",
         )
         .bind(world_id)
@@ -492,14 +525,15 @@ impl Store for PgStore {
 
     async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError> {
         // `version` counts changes, so that a capture can be a conditional
-        // update on the version it saw.
+        // update on the version it saw; the given one is ignored.
         sqlx::query(
-            "INSERT INTO world_objects (id, world_id, kind, name, geom, properties) \
-             VALUES ($1, $2, $3, $4, ST_SetSRID(ST_MakePoint($5, $6), 4326), $7) \
+            "INSERT INTO world_objects (id, world_id, kind, name, geom, properties, owner_team, \
+                                        version) \
+             VALUES ($1, $2, $3, $4, ST_SetSRID(ST_MakePoint($5, $6), 4326), $7, $8, 0) \
              ON CONFLICT (id) DO UPDATE SET \
                  world_id = excluded.world_id, kind = excluded.kind, name = excluded.name, \
                  geom = excluded.geom, properties = excluded.properties, \
-                 version = world_objects.version + 1",
+                 owner_team = excluded.owner_team, version = world_objects.version + 1",
         )
         .bind(object.id)
         .bind(object.world_id)
@@ -508,50 +542,184 @@ impl Store for PgStore {
         .bind(object.position.lon)
         .bind(object.position.lat)
         .bind(sqlx::types::Json(&object.properties))
+        .bind(&object.owner)
         .execute(&self.pool)
         .await
         .map(|_| ())
         .map_err(db_error)
     }
 
-    async fn delete_world_object(&self, _id: Uuid) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn delete_world_object(&self, id: Uuid) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM world_objects WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(db_error)
     }
 
     async fn teams(&self) -> Result<Vec<Team>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query("SELECT name, colour FROM teams ORDER BY position")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Team {
+                    name: row.try_get("name").map_err(db_error)?,
+                    colour: row.try_get("colour").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
-    async fn team_scores(&self, _world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn team_scores(&self, world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.name, coalesce(s.score, 0) AS score FROM teams t \
+             LEFT JOIN team_scores s ON s.team = t.name AND s.world_id = $1 \
+             ORDER BY t.position",
+        )
+        .bind(world_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TeamScore {
+                    team: row.try_get("name").map_err(db_error)?,
+                    score: row.try_get("score").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
-    async fn reset_scores(&self, _world_id: Uuid) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn reset_scores(&self, world_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("UPDATE team_scores SET score = 0 WHERE world_id = $1 AND score <> 0")
+            .bind(world_id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db_error)
     }
 
-    async fn capture_flag(&self, _capture: &Capture) -> Result<CaptureOutcome, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn capture_flag(&self, capture: &Capture) -> Result<CaptureOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The condition on the version makes this the only place a capture is
+        // won: a concurrent capture of the same flag waits for this row lock,
+        // then re-checks the condition (READ COMMITTED), finds the version
+        // moved on and changes nothing. The flag's row is locked first and
+        // the score's second in every capture, so captures cannot deadlock.
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE world_objects SET owner_team = $1, version = version + 1 \
+             WHERE id = $2 AND world_id = $3 AND kind = 'flag' AND version = $4 \
+             RETURNING version",
+        )
+        .bind(&capture.team)
+        .bind(capture.flag_id)
+        .bind(capture.world_id)
+        .bind(capture.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(version) = version else {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(CaptureOutcome::Stale);
+        };
+        // A retried capture (same id) never counts twice, even against a flag
+        // that was deleted and placed again at its old version. The history's
+        // key includes the partition's month, so the id alone is checked here
+        // (each partition's key index answers it); a retry of the same capture
+        // is serialized with it by the flag's row lock taken above.
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flag_captures WHERE id = $1)")
+                .bind(capture.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if known {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(CaptureOutcome::Stale);
+        }
+        let score: i64 = sqlx::query_scalar(
+            "INSERT INTO team_scores (world_id, team, score) VALUES ($1, $2, 1) \
+             ON CONFLICT (world_id, team) DO UPDATE SET score = team_scores.score + 1 \
+             RETURNING score",
+        )
+        .bind(capture.world_id)
+        .bind(&capture.team)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO flag_captures (id, world_id, object_id, user_id, team, name, version, \
+                                        score, captured_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_timestamp($9::float8 / 1000))",
+        )
+        .bind(capture.id)
+        .bind(capture.world_id)
+        .bind(capture.flag_id)
+        .bind(capture.user_id)
+        .bind(&capture.team)
+        .bind(&capture.name)
+        .bind(version)
+        .bind(score)
+        .bind(capture.captured_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CaptureOutcome::Committed { version, score })
     }
 
     async fn unannounced_captures(
         &self,
-        _before_ms: i64,
-        _limit: usize,
+        before_ms: i64,
+        limit: usize,
     ) -> Result<Vec<CommittedCapture>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query(concat!(
+            capture_columns!(),
+            " WHERE announced_at IS NULL AND captured_at <= to_timestamp($1::float8 / 1000) \
+              ORDER BY captured_at, id LIMIT $2"
+        ))
+        .bind(before_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(committed_capture).collect()
     }
 
-    async fn mark_announced(&self, _ids: &[Uuid]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn mark_announced(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE flag_captures SET announced_at = now() \
+             WHERE id = ANY($1) AND announced_at IS NULL",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db_error)
     }
 
     async fn captures(
         &self,
-        _world_id: Uuid,
-        _since_ms: i64,
+        world_id: Uuid,
+        since_ms: i64,
     ) -> Result<Vec<CommittedCapture>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query(concat!(
+            capture_columns!(),
+            " WHERE world_id = $1 AND captured_at >= to_timestamp($2::float8 / 1000) \
+              ORDER BY captured_at, id"
+        ))
+        .bind(world_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(committed_capture).collect()
     }
 
     async fn position(
@@ -635,7 +803,8 @@ impl Store for PgStore {
         let rows = around(
             "WITH c AS (SELECT ST_SetSRID(ST_MakePoint($2, $3), 4326)::geography AS g) \
              SELECT o.id, o.world_id, o.kind, o.name, ST_X(o.geom) AS lon, ST_Y(o.geom) AS lat, \
-                    o.properties, ST_Distance(o.geom::geography, c.g, false) AS distance_m \
+                    o.properties, o.owner_team, o.version, \
+                    ST_Distance(o.geom::geography, c.g, false) AS distance_m \
              FROM world_objects o, c \
              WHERE o.world_id = $1 AND ST_DWithin(o.geom::geography, c.g, $4, false) \
              ORDER BY distance_m, o.id LIMIT $5",
@@ -788,7 +957,30 @@ impl PositionColumns {
     }
 }
 
-/// A `world_objects` row selected with `lon` and `lat` columns.
+/// A `flag_captures` row decoded as what was committed. The stored version is
+/// the flag's after the capture, so the one it was won against is one less. A
+/// deleted account's capture (no `user_id`) names the nil id.
+fn committed_capture(row: &PgRow) -> Result<CommittedCapture, StoreError> {
+    let version: i64 = row.try_get("version").map_err(db_error)?;
+    let user_id: Option<Uuid> = row.try_get("user_id").map_err(db_error)?;
+    Ok(CommittedCapture {
+        capture: Capture {
+            id: row.try_get("id").map_err(db_error)?,
+            world_id: row.try_get("world_id").map_err(db_error)?,
+            flag_id: row.try_get("object_id").map_err(db_error)?,
+            user_id: user_id.unwrap_or_else(Uuid::nil),
+            name: row.try_get("name").map_err(db_error)?,
+            team: row.try_get("team").map_err(db_error)?,
+            version: version - 1,
+            captured_at_ms: row.try_get("captured_at_ms").map_err(db_error)?,
+        },
+        version,
+        score: row.try_get("score").map_err(db_error)?,
+    })
+}
+
+/// A `world_objects` row selected with `lon`, `lat`, `owner_team` and
+/// `version` columns.
 fn world_object(row: &PgRow) -> Result<WorldObject, StoreError> {
     let sqlx::types::Json(properties) = row
         .try_get::<sqlx::types::Json<serde_json::Value>, _>("properties")
@@ -800,8 +992,8 @@ fn world_object(row: &PgRow) -> Result<WorldObject, StoreError> {
         name: row.try_get("name").map_err(db_error)?,
         position: lon_lat(row, "lon", "lat")?,
         properties,
-        owner: None,
-        version: 0,
+        owner: row.try_get("owner_team").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
     })
 }
 

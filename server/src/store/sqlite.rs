@@ -28,6 +28,14 @@ use super::*;
 /// [`SqliteStore::pool`].
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// The select list and table of a query for [`committed_capture`] rows.
+macro_rules! capture_columns {
+    () => {
+        "SELECT id, world_id, object_id, user_id, team, name, version, score, captured_at_ms \
+         FROM flag_captures"
+    };
+}
+
 /// Connection settings of the embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -113,13 +121,28 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// A transaction that takes the database's write lock at its start
+    /// (`BEGIN IMMEDIATE`), waiting up to the busy timeout for it. What it
+    /// reads then stays true until it commits, since no one else can write;
+    /// a deferred transaction that reads before it writes would instead fail
+    /// at its first write, without waiting, if another connection committed
+    /// in between.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)
+    }
+
     async fn load_user(&self, column: &str, key: &str) -> Result<Option<User>, StoreError> {
         // `column` is one of three fixed names chosen by the callers below, never input.
         let sql = format!(
             "SELECT u.id, u.username, u.password_hash, u.device_hash, u.created_at_ms, \
                     (SELECT group_concat(r.name, ',') FROM user_roles ur \
-                       JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id) AS roles \
-             FROM users u WHERE u.{column} = ?1"
+                       JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id) AS roles, \
+                    p.team \
+             FROM users u LEFT JOIN player_profiles p ON p.user_id = u.id \
+             WHERE u.{column} = ?1"
         );
         let row = sqlx::query(&sql)
             .bind(key)
@@ -143,7 +166,7 @@ impl SqliteStore {
                 password_hash: row.try_get("password_hash").map_err(db_error)?,
                 device_hash: row.try_get("device_hash").map_err(db_error)?,
                 roles,
-                team: None,
+                team: row.try_get("team").map_err(db_error)?,
                 created_at_ms: row.try_get("created_at_ms").map_err(db_error)?,
             })
         })
@@ -169,8 +192,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        // The account and its roles appear together or not at all.
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The account, its roles and its profile appear together or not at
+        // all. The transaction holds the write lock from its start, so the
+        // team counts it assigns by cannot change before it commits: of
+        // concurrent sign-ups, each sees the ones before it.
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, device_hash, created_at_ms, updated_at_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -195,6 +221,23 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         }
+        // Epoch 0, so that the first `next_epoch` still takes 1. An unknown
+        // chosen team fails the foreign key: a `Conflict`, and no account.
+        sqlx::query(
+            "INSERT INTO player_profiles (user_id, epoch, team, created_at_ms, updated_at_ms) \
+             VALUES (?1, 0, coalesce(?2, \
+                 (SELECT t.name FROM teams t \
+                  ORDER BY (SELECT count(*) FROM player_profiles p WHERE p.team = t.name), \
+                           t.position \
+                  LIMIT 1)), \
+                 ?3, ?3)",
+        )
+        .bind(user.id.hyphenated())
+        .bind(&user.team)
+        .bind(user.created_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -451,8 +494,8 @@ impl Store for SqliteStore {
 
     async fn world_objects(&self, world_id: Uuid) -> Result<Vec<WorldObject>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, world_id, kind, name, lon, lat, properties FROM world_objects \
-             WHERE world_id = ?1 ORDER BY id",
+            "SELECT id, world_id, kind, name, lon, lat, properties, owner_team, version \
+             FROM world_objects WHERE world_id = ?1 ORDER BY id",
         )
         .bind(world_id.hyphenated())
         .fetch_all(&self.pool)
@@ -471,21 +514,24 @@ impl Store for SqliteStore {
                         lat: row.try_get("lat").map_err(db_error)?,
                     },
                     properties: json_from_text("world_objects", &properties)?,
-                    owner: None,
-                    version: 0,
+                    owner: row.try_get("owner_team").map_err(db_error)?,
+                    version: row.try_get("version").map_err(db_error)?,
                 })
             })
             .collect()
     }
 
     async fn put_world_object(&self, object: &WorldObject) -> Result<(), StoreError> {
+        // The given version is ignored: the store counts changes, so that a
+        // capture won against the old version of an edited flag is stale.
         sqlx::query(
             "INSERT INTO world_objects (id, world_id, kind, name, lon, lat, properties, \
-                                        created_at_ms, updated_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
+                                        owner_team, version, created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9) \
              ON CONFLICT (id) DO UPDATE SET \
                  world_id = excluded.world_id, kind = excluded.kind, name = excluded.name, \
                  lon = excluded.lon, lat = excluded.lat, properties = excluded.properties, \
+                 owner_team = excluded.owner_team, version = world_objects.version + 1, \
                  updated_at_ms = excluded.updated_at_ms",
         )
         .bind(object.id.hyphenated())
@@ -495,6 +541,7 @@ impl Store for SqliteStore {
         .bind(object.position.lon)
         .bind(object.position.lat)
         .bind(object.properties.to_string())
+        .bind(&object.owner)
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -502,44 +549,186 @@ impl Store for SqliteStore {
         .map_err(db_error)
     }
 
-    async fn delete_world_object(&self, _id: Uuid) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn delete_world_object(&self, id: Uuid) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM world_objects WHERE id = ?1")
+            .bind(id.hyphenated())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(db_error)
     }
 
     async fn teams(&self) -> Result<Vec<Team>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query("SELECT name, colour FROM teams ORDER BY position")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Team {
+                    name: row.try_get("name").map_err(db_error)?,
+                    colour: row.try_get("colour").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
-    async fn team_scores(&self, _world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn team_scores(&self, world_id: Uuid) -> Result<Vec<TeamScore>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.name, coalesce(s.score, 0) AS score FROM teams t \
+             LEFT JOIN team_scores s ON s.team = t.name AND s.world_id = ?1 \
+             ORDER BY t.position",
+        )
+        .bind(world_id.hyphenated())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TeamScore {
+                    team: row.try_get("name").map_err(db_error)?,
+                    score: row.try_get("score").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
-    async fn reset_scores(&self, _world_id: Uuid) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn reset_scores(&self, world_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE team_scores SET score = 0, updated_at_ms = ?2 \
+             WHERE world_id = ?1 AND score <> 0",
+        )
+        .bind(world_id.hyphenated())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db_error)
     }
 
-    async fn capture_flag(&self, _capture: &Capture) -> Result<CaptureOutcome, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn capture_flag(&self, capture: &Capture) -> Result<CaptureOutcome, StoreError> {
+        // One transaction holding the write lock from its start (as
+        // `rotate_refresh` relies on SQLite's single writer): of several
+        // captures won against the same version, the first to get the lock
+        // moves the flag on, and every later one finds the version changed.
+        let mut tx = self.write().await?;
+        let now = now_ms();
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE world_objects SET owner_team = ?1, version = version + 1, updated_at_ms = ?2 \
+             WHERE id = ?3 AND world_id = ?4 AND kind = 'flag' AND version = ?5 \
+             RETURNING version",
+        )
+        .bind(&capture.team)
+        .bind(now)
+        .bind(capture.flag_id.hyphenated())
+        .bind(capture.world_id.hyphenated())
+        .bind(capture.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(version) = version else {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(CaptureOutcome::Stale);
+        };
+        // A retried capture (same id) never counts twice, even against a flag
+        // that was deleted and placed again at its old version.
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM flag_captures WHERE id = ?1")
+            .bind(capture.id.hyphenated())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if known.is_some() {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(CaptureOutcome::Stale);
+        }
+        let score: i64 = sqlx::query_scalar(
+            "INSERT INTO team_scores (world_id, team, score, created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, 1, ?3, ?3) \
+             ON CONFLICT (world_id, team) DO UPDATE SET \
+                 score = team_scores.score + 1, updated_at_ms = excluded.updated_at_ms \
+             RETURNING score",
+        )
+        .bind(capture.world_id.hyphenated())
+        .bind(&capture.team)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO flag_captures (id, world_id, object_id, user_id, team, name, version, \
+                                        score, captured_at_ms, announced_at_ms, \
+                                        created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?10)",
+        )
+        .bind(capture.id.hyphenated())
+        .bind(capture.world_id.hyphenated())
+        .bind(capture.flag_id.hyphenated())
+        .bind(capture.user_id.hyphenated())
+        .bind(&capture.team)
+        .bind(&capture.name)
+        .bind(version)
+        .bind(score)
+        .bind(capture.captured_at_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(CaptureOutcome::Committed { version, score })
     }
 
     async fn unannounced_captures(
         &self,
-        _before_ms: i64,
-        _limit: usize,
+        before_ms: i64,
+        limit: usize,
     ) -> Result<Vec<CommittedCapture>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query(concat!(
+            capture_columns!(),
+            " WHERE announced_at_ms IS NULL AND captured_at_ms <= ?1 \
+              ORDER BY captured_at_ms, id LIMIT ?2"
+        ))
+        .bind(before_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(committed_capture).collect()
     }
 
-    async fn mark_announced(&self, _ids: &[Uuid]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+    async fn mark_announced(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // The ids travel as one JSON array, as position batches do.
+        let ids = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode capture ids: {e}")))?;
+        sqlx::query(
+            "UPDATE flag_captures SET announced_at_ms = ?2, updated_at_ms = ?2 \
+             WHERE announced_at_ms IS NULL AND id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db_error)
     }
 
     async fn captures(
         &self,
-        _world_id: Uuid,
-        _since_ms: i64,
+        world_id: Uuid,
+        since_ms: i64,
     ) -> Result<Vec<CommittedCapture>, StoreError> {
-        Err(StoreError::Unavailable("not yet implemented".into()))
+        let rows = sqlx::query(concat!(
+            capture_columns!(),
+            " WHERE world_id = ?1 AND captured_at_ms >= ?2 ORDER BY captured_at_ms, id"
+        ))
+        .bind(world_id.hyphenated())
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(committed_capture).collect()
     }
 
     async fn position(
@@ -691,6 +880,28 @@ impl Store for SqliteStore {
         .map_err(db_error)?;
         Ok(result.rows_affected())
     }
+}
+
+/// A `flag_captures` row decoded as what was committed. The stored version is
+/// the flag's after the capture, so the one it was won against is one less. A
+/// deleted account's capture (no `user_id`) names the nil id.
+fn committed_capture(row: &sqlx::sqlite::SqliteRow) -> Result<CommittedCapture, StoreError> {
+    let version: i64 = row.try_get("version").map_err(db_error)?;
+    let user_id: Option<Hyphenated> = row.try_get("user_id").map_err(db_error)?;
+    Ok(CommittedCapture {
+        capture: Capture {
+            id: uuid(row, "id")?,
+            world_id: uuid(row, "world_id")?,
+            flag_id: uuid(row, "object_id")?,
+            user_id: user_id.map_or(Uuid::nil(), Hyphenated::into_uuid),
+            name: row.try_get("name").map_err(db_error)?,
+            team: row.try_get("team").map_err(db_error)?,
+            version: version - 1,
+            captured_at_ms: row.try_get("captured_at_ms").map_err(db_error)?,
+        },
+        version,
+        score: row.try_get("score").map_err(db_error)?,
+    })
 }
 
 fn uuid(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Uuid, StoreError> {

@@ -1,0 +1,1 @@
+ALTER TABLE world_objects DROP COLUMN IF EXISTS owner_team;

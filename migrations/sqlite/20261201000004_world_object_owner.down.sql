@@ -1,0 +1,2 @@
+ALTER TABLE world_objects DROP COLUMN version;
+ALTER TABLE world_objects DROP COLUMN owner_team;
