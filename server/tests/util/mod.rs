@@ -932,7 +932,9 @@ impl Client {
             "{what} (already received)"
         );
         let deadline = tokio::time::Instant::now() + within;
-        while let Ok(message) = tokio::time::timeout_at(deadline, self.next_within(within)).await {
+        // The inner wait is longer, so the outer deadline is what ends it.
+        let inner = within + Duration::from_secs(1);
+        while let Ok(message) = tokio::time::timeout_at(deadline, self.next_within(inner)).await {
             let Ok(message) = message else {
                 return;
             };
