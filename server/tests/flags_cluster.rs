@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 const FLUSH: Duration = Duration::from_millis(200);
 
+const OPS_TOKEN: &str = "flags-cluster-ops-token";
+
 /// How long a capture may take to reach every shard when its own shard died:
 /// the survivors' sweep runs every 2 s for captures unannounced for 5 s.
 const ORPHAN_WAIT: Duration = Duration::from_secs(20);
@@ -247,31 +249,33 @@ async fn a_committed_capture_nobody_announced_is_announced_once() {
 async fn while_the_database_is_down_captures_are_refused_and_never_announced() {
     let pg = PgCluster::start();
     let db = TestDatabase::create_in(&pg.admin_url()).await;
-    let store = PgStore::connect(&db.url, DbPool::default()).await.unwrap();
-    store.migrate().await.unwrap();
-    seed_test_worlds(&store).await;
-    let world_id = store
-        .worlds()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|w| w.name == "arena")
-        .unwrap()
-        .id;
-    let flag = flag_object(world_id, flag_spot());
-    store.put_world_object(&flag).await.unwrap();
-    store.close().await;
     let server = TestServer::start_pg(&db.url, |c| {
         c.flush_interval = FLUSH;
         c.db_pool.acquire_timeout = Duration::from_secs(2);
+        c.ops_token = Some(OPS_TOKEN.into());
     })
     .await;
+    let at = flag_spot();
+    let (status, body) = server
+        .ops_post(
+            "/admin/flags",
+            Some(OPS_TOKEN),
+            serde_json::json!({
+                "type": "Feature",
+                "geometry": { "type": "Point", "coordinates": [at.lon, at.lat] },
+                "properties": { "name": "Beacon", "world": "arena", "capture_time_s": 2 },
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let flag_id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
     let spot = flag_spot();
     let mut red = server
-        .team_player("red", "arena", offset(spot, 0.0, -40.0))
+        .team_player("red", "arena", offset(spot, 0.0, -24.0))
         .await;
-    red.walk(offset(spot, 0.0, -5.0), 0.5, 10.0).await;
-    red.flag_event(flag.id, |c| {
+    // Just inside the zone at 8 m/s, well within the capture time.
+    red.walk(offset(spot, 0.0, -15.0), 0.8, 10.0).await;
+    red.flag_event(flag_id, |c| {
         matches!(c, FlagChange::Capturing { .. }).then_some(())
     })
     .await;
@@ -286,7 +290,7 @@ async fn while_the_database_is_down_captures_are_refused_and_never_announced() {
                     ..
                 }) => return,
                 Ok(message) => assert!(
-                    !is_captured(flag.id)(&message),
+                    !is_captured(flag_id)(&message),
                     "announced while the database was down: {message:?}"
                 ),
                 Err(closed) => panic!("socket closed: {closed:?}"),
@@ -300,7 +304,7 @@ async fn while_the_database_is_down_captures_are_refused_and_never_announced() {
     // Back: holding the zone captures it, and exactly one capture is stored.
     pg.resume();
     pg.wait_ready(Duration::from_secs(10)).await;
-    captured(&mut red, flag.id, Duration::from_secs(30)).await;
+    captured(&mut red, flag_id, Duration::from_secs(30)).await;
     let pool = db.pool().await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM flag_captures")
         .fetch_one(&pool)
