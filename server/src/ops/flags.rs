@@ -333,8 +333,10 @@ pub fn point(value: &GeometryValue) -> Result<LonLat, String> {
         ));
     };
     match *coordinates.as_slice() {
+        // Taken as given once checked, not re-wrapped: wrapping adds float noise.
         [lon, lat] | [lon, lat, _] => checked_point(lon, lat)
             .filter(|_| (-180.0..=180.0).contains(&lon))
+            .map(|_| LonLat { lon, lat })
             .ok_or_else(|| format!("[{lon}, {lat}] is not a longitude/latitude position")),
         _ => Err("a Point has two coordinates, longitude and latitude".into()),
     }

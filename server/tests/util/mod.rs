@@ -521,7 +521,8 @@ impl Client {
         }
     }
 
-    /// Wait for `Welcome` and record what it says.
+    /// Wait for `Welcome` and record what it says, and for the `Flags` that
+    /// follow it (kept for `until`), so tests read on from a clean slate.
     pub async fn welcome(&mut self) {
         let (player_id, entity_id, position, resume_token) = self
             .until(|m| match m {
@@ -539,6 +540,10 @@ impl Client {
         self.entity_id = entity_id;
         self.position = position;
         self.resume_token = resume_token;
+        let flags = self
+            .until(|m| matches!(m, ServerMessage::Flags { .. }).then(|| m.clone()))
+            .await;
+        self.skipped.push(flags);
     }
 
     /// Send a move; returns its seq.
