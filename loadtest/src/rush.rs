@@ -152,15 +152,9 @@ impl Rush {
                     "capture_time_s": CAPTURE_TIME_S,
                 },
             });
-            let created: Created = admin(http, reqwest::Method::POST, url, "/admin/flags", token)
-                .json(&body)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| admin_error(url, e))?
-                .json()
-                .await
-                .map_err(|e| admin_error(url, e))?;
+            let request =
+                admin(http, reqwest::Method::POST, url, "/admin/flags", token).json(&body);
+            let created: Created = answer(request, url).await?;
             flags.push(RushFlag { id: created.id, at });
         }
         Ok(Self {
@@ -228,14 +222,8 @@ impl Rush {
         if let Some(world) = world {
             path.push_str(&format!("&world={world}"));
         }
-        let history: History = admin(http, reqwest::Method::GET, url, &path, token)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| admin_error(url, e))?
-            .json()
-            .await
-            .map_err(|e| admin_error(url, e))?;
+        let request = admin(http, reqwest::Method::GET, url, &path, token);
+        let history: History = answer(request, url).await?;
         let ours: Vec<&Stored> = history
             .captures
             .iter()
@@ -304,6 +292,21 @@ fn admin(
 ) -> reqwest::RequestBuilder {
     http.request(method, format!("{}{path}", url.trim_end_matches('/')))
         .bearer_auth(token)
+}
+
+/// Send an admin request and read its JSON answer.
+async fn answer<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<T, LoadtestError> {
+    request
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| admin_error(url, e))?
+        .json()
+        .await
+        .map_err(|e| admin_error(url, e))
 }
 
 fn admin_error(url: &str, e: impl std::fmt::Display) -> LoadtestError {

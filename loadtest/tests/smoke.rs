@@ -9,18 +9,50 @@ use meridian_server::{Config, Server};
 
 const OPS_TOKEN: &str = "smoke-test-ops-token";
 
+/// A shard of the seeded demo world in this process, on ephemeral ports.
+struct Shard {
+    game: std::net::SocketAddr,
+    ops: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), meridian_server::ServerError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Shard {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path().to_path_buf());
+        config.ops_token = Some(OPS_TOKEN.into());
+        let server = Server::bind(config).await.expect("server binds");
+        let (game, ops) = (server.game_addr(), server.ops_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            game,
+            ops,
+            stop,
+            serving,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.serving)
+            .await
+            .expect("the shard stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_bots_walk_the_demo_world_without_corrections() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path().to_path_buf());
-    config.ops_token = Some(OPS_TOKEN.into());
     // The test world is the seeded demo world, with its blocked and slow areas.
-    let server = Server::bind(config).await.expect("server binds");
-    let (game, ops) = (server.game_addr(), server.ops_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let shard = Shard::start().await;
+    let (game, ops) = (shard.game, shard.ops);
 
     let mut options = Options::new(vec![format!("ws://{game}/ws")]);
     options.bots = 50;
@@ -76,25 +108,13 @@ async fn fifty_bots_walk_the_demo_world_without_corrections() {
     }
     assert_eq!(players, 0, "players still in the world after the bots left");
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), serving)
-        .await
-        .expect("the shard stops")
-        .unwrap()
-        .unwrap();
+    shard.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path().to_path_buf());
-    config.ops_token = Some(OPS_TOKEN.into());
-    let server = Server::bind(config).await.expect("server binds");
-    let (game, ops) = (server.game_addr(), server.ops_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let shard = Shard::start().await;
+    let (game, ops) = (shard.game, shard.ops);
 
     let mut options = Options::new(vec![format!("ws://{game}/ws")]);
     options.bots = 60;
@@ -154,10 +174,5 @@ async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with("rush-")), "{names:?}");
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), serving)
-        .await
-        .expect("the shard stops")
-        .unwrap()
-        .unwrap();
+    shard.stop().await;
 }

@@ -64,18 +64,9 @@ async fn the_pages_work_in_a_real_browser() {
 
     // A flag north of the spawn square, for the newcomer to capture.
     let spot = offset(CENTER, 0.0, 45.0);
-    let (status, body) = server
-        .ops_post(
-            "/admin/flags",
-            Some(OPS_TOKEN),
-            serde_json::json!({
-                "type": "Feature",
-                "geometry": { "type": "Point", "coordinates": [spot.lon, spot.lat] },
-                "properties": { "name": "Lighthouse", "world": "arena", "capture_time_s": 2 },
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let properties =
+        serde_json::json!({ "name": "Lighthouse", "world": "arena", "capture_time_s": 2 });
+    server.create_flag(OPS_TOKEN, properties, spot).await;
 
     let script = workspace().join("tests/browser/pages.mjs");
     let artifacts = workspace().join("target/browser");

@@ -6,81 +6,17 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use meridian_protocol::{Encoding, LonLat, ServerMessage};
-use meridian_server::config::DbPool;
-use meridian_server::store::{PgStore, Store};
-use util::pg::TestDatabase;
-use util::redis::RedisServer;
-use util::{offset, place_in, seed_test_worlds, Client, ServerProcess, CENTER};
+use meridian_protocol::{LonLat, ServerMessage};
+use util::cluster::{Cluster, FLUSH};
+use util::{offset, Client, CENTER};
 use uuid::Uuid;
 
-const FLUSH: Duration = Duration::from_millis(200);
-
-/// Fields drop in order: the shards stop before Redis and the database.
-struct Cluster {
-    shards: Vec<ServerProcess>,
-    _dirs: Vec<tempfile::TempDir>,
-    store: PgStore,
-    http: reqwest::Client,
-    _redis: RedisServer,
-    _db: TestDatabase,
-}
-
-impl Cluster {
-    async fn start(n: usize) -> Self {
-        let redis = RedisServer::start();
-        let db = TestDatabase::create().await;
-        let store = PgStore::connect(&db.url, DbPool::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        seed_test_worlds(&store).await;
-        let mut shards = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            let id = format!("shard-{i}");
-            let env = [
-                ("DATABASE_URL", db.url.as_str()),
-                ("REDIS_URL", &redis.url()),
-                ("SHARD_ID", id.as_str()),
-            ];
-            shards.push(ServerProcess::start_with_env(dir.path(), FLUSH, &env).await);
-            dirs.push(dir);
-        }
-        Self {
-            shards,
-            _dirs: dirs,
-            store,
-            http: reqwest::Client::new(),
-            _redis: redis,
-            _db: db,
-        }
-    }
-
-    /// A guest of device `device` on shard `i`, placed at `at` (if it has no
-    /// stored position yet) and connected.
-    async fn player(&self, i: usize, device: &str, at: Option<LonLat>) -> Client {
-        let game = self.shards[i].game;
-        let body: serde_json::Value = self
-            .http
-            .post(format!("http://{game}/api/guest"))
-            .json(&serde_json::json!({ "device_id": device }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let user_id: Uuid = body["user_id"].as_str().unwrap().parse().unwrap();
-        if let Some(at) = at {
-            place_in(&self.store, user_id, "arena", at).await;
-        }
-        let token = body["token"].as_str().unwrap();
-        let mut client = Client::connect(game, Encoding::Bincode, Some(token), Some("arena"))
-            .await
-            .unwrap();
-        client.welcome().await;
-        client
-    }
+/// A guest of device `device` on shard `i`, placed at `at` (if it has no
+/// stored position yet) and connected.
+async fn player(cluster: &Cluster, i: usize, device: &str, at: Option<LonLat>) -> Client {
+    cluster
+        .guest(i, serde_json::json!({ "device_id": device }), at)
+        .await
 }
 
 fn p99(mut samples: Vec<Duration>) -> Duration {
@@ -96,18 +32,22 @@ async fn three_shards_show_one_world_and_a_killed_shard_s_players_leave() {
     for i in 0..3 {
         let at = offset(spot, i as f64 * 20.0, 0.0);
         players.push(
-            cluster
-                .player(i, &format!("near-device-{i}-0123456789"), Some(at))
-                .await,
+            player(
+                &cluster,
+                i,
+                &format!("near-device-{i}-0123456789"),
+                Some(at),
+            )
+            .await,
         );
     }
-    let mut far = cluster
-        .player(
-            0,
-            "far-device-0123456789",
-            Some(offset(spot, 0.0, -2_000.0)),
-        )
-        .await;
+    let mut far = player(
+        &cluster,
+        0,
+        "far-device-0123456789",
+        Some(offset(spot, 0.0, -2_000.0)),
+    )
+    .await;
 
     // Everyone near sees the two players of the other shards.
     let mut ids = [[0u32; 3]; 3];
@@ -215,7 +155,7 @@ async fn three_shards_show_one_world_and_a_killed_shard_s_players_leave() {
     let gone = killed.elapsed();
     println!("a killed shard's player left the others' views after {gone:?}");
     assert!(gone < meridian_server::world::GHOST_TTL + Duration::from_secs(1));
-    let back = cluster.player(0, "near-device-2-0123456789", None).await;
+    let back = player(&cluster, 0, "near-device-2-0123456789", None).await;
     assert_eq!(back.player_id, players[2].player_id, "the same account");
     assert!(
         (back.position.lon - last.lon).abs() < 1e-9 && (back.position.lat - last.lat).abs() < 1e-9,

@@ -29,24 +29,13 @@ async fn server() -> TestServer {
 
 /// Create a flag through the admin API; returns its id.
 async fn create_flag(server: &TestServer, name: &str, at: LonLat) -> Uuid {
-    let (status, body) = server
-        .ops_post(
-            "/admin/flags",
-            Some(TOKEN),
-            serde_json::json!({
-                "type": "Feature",
-                "geometry": { "type": "Point", "coordinates": [at.lon, at.lat] },
-                "properties": {
-                    "name": name,
-                    "world": "arena",
-                    "capture_radius_m": 20,
-                    "capture_time_s": CAPTURE_S,
-                },
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().parse().unwrap()
+    let properties = serde_json::json!({
+        "name": name,
+        "world": "arena",
+        "capture_radius_m": 20,
+        "capture_time_s": CAPTURE_S,
+    });
+    server.create_flag(TOKEN, properties, at).await
 }
 
 /// A player of `team` at `at`, told of the flags.
@@ -74,14 +63,8 @@ fn is_captured(flag: Uuid) -> impl FnMut(&ServerMessage) -> bool {
 
 async fn captures(server: &TestServer) -> usize {
     let store = server.store().await;
-    let arena = store
-        .worlds()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|w| w.name == "arena")
-        .unwrap();
-    store.captures(arena.id, 0).await.unwrap().len()
+    let arena = util::world_id(store.as_ref(), "arena").await;
+    store.captures(arena, 0).await.unwrap().len()
 }
 
 #[tokio::test]

@@ -9,12 +9,11 @@ mod util;
 
 use std::time::Duration;
 
-use meridian_protocol::{ChatChannel, ClientMessage, Encoding, FlagChange, LonLat, ServerMessage};
-use meridian_server::config::DbPool;
-use meridian_server::store::{now_ms, Capture, PgStore, Store, WorldObject};
+use meridian_protocol::{ChatChannel, ClientMessage, FlagChange, LonLat, ServerMessage};
+use meridian_server::store::{now_ms, Capture, Store};
+use util::cluster::{self, Cluster};
 use util::pg::{PgCluster, TestDatabase};
-use util::redis::RedisServer;
-use util::{offset, place_in, seed_test_worlds, Client, ServerProcess, TestServer, CENTER};
+use util::{create_flag_at, offset, Client, TestServer, CENTER};
 use uuid::Uuid;
 
 const FLUSH: Duration = Duration::from_millis(200);
@@ -29,100 +28,64 @@ fn flag_spot() -> LonLat {
     offset(CENTER, 0.0, 150.0)
 }
 
-fn flag_object(world_id: Uuid, at: LonLat) -> WorldObject {
-    WorldObject {
-        id: Uuid::now_v7(),
-        world_id,
-        kind: "flag".into(),
-        name: "Beacon".into(),
-        position: at,
-        properties: serde_json::json!({ "capture_radius_m": 20, "capture_time_s": 2 }),
-        owner: None,
-        version: 0,
-    }
+/// The properties of the test flags: a 2 s capture time.
+fn flag_properties() -> serde_json::Value {
+    serde_json::json!({ "name": "Beacon", "world": "arena", "capture_time_s": 2 })
 }
 
-/// Shards as processes; fields drop in order, the shards first.
-struct Cluster {
-    shards: Vec<ServerProcess>,
-    _dirs: Vec<tempfile::TempDir>,
-    store: PgStore,
+/// A cluster of shards whose `arena` has one flag at `flag_spot()`.
+struct Game {
+    cluster: Cluster,
     world_id: Uuid,
     flag: Uuid,
-    http: reqwest::Client,
-    _redis: RedisServer,
-    db: TestDatabase,
 }
 
-impl Cluster {
-    /// `n` shards of a world with one flag at `flag_spot()`.
+impl Game {
     async fn start(n: usize) -> Self {
-        let redis = RedisServer::start();
-        let db = TestDatabase::create().await;
-        let store = PgStore::connect(&db.url, DbPool::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        seed_test_worlds(&store).await;
-        let world_id = store
-            .worlds()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|w| w.name == "arena")
-            .unwrap()
-            .id;
-        let flag = flag_object(world_id, flag_spot());
-        store.put_world_object(&flag).await.unwrap();
-        let mut shards = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            let id = format!("shard-{i}");
-            let env = [
-                ("DATABASE_URL", db.url.as_str()),
-                ("REDIS_URL", &redis.url()),
-                ("SHARD_ID", id.as_str()),
-            ];
-            shards.push(ServerProcess::start_with_env(dir.path(), FLUSH, &env).await);
-            dirs.push(dir);
+        let cluster = Cluster::start(n).await;
+        let world_id = cluster.world_id("arena").await;
+        let ops = cluster.shards[0].ops;
+        let flag = create_flag_at(
+            &cluster.http,
+            ops,
+            cluster::OPS_TOKEN,
+            flag_properties(),
+            flag_spot(),
+        )
+        .await;
+        // Every shard has reloaded its flags before anyone joins.
+        for shard in &cluster.shards {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let (_, status) = shard.ops_get("/api/status").await;
+                let known = status["worlds"].as_array().unwrap().iter().any(|w| {
+                    w["flags"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f["id"] == flag.to_string()))
+                });
+                if known {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{status}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         Self {
-            shards,
-            _dirs: dirs,
-            store,
+            cluster,
             world_id,
-            flag: flag.id,
-            http: reqwest::Client::new(),
-            _redis: redis,
-            db,
+            flag,
         }
     }
 
     /// A new guest of `team` on shard `i` at `at`, connected and welcomed.
     async fn player(&self, i: usize, team: &str, at: LonLat) -> Client {
-        let game = self.shards[i].game;
-        let body: serde_json::Value = self
-            .http
-            .post(format!("http://{game}/api/guest"))
-            .json(&serde_json::json!({ "team": team }))
-            .send()
+        self.cluster
+            .guest(i, serde_json::json!({ "team": team }), Some(at))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(body["team"], team, "{body}");
-        let user_id: Uuid = body["user_id"].as_str().unwrap().parse().unwrap();
-        place_in(&self.store, user_id, "arena", at).await;
-        let token = body["token"].as_str().unwrap();
-        let mut client = Client::connect(game, Encoding::Bincode, Some(token), Some("arena"))
-            .await
-            .unwrap();
-        client.welcome().await;
-        client
     }
 
     async fn capture_rows(&self) -> i64 {
-        let pool = self.db.pool().await;
+        let pool = self.cluster.db.pool().await;
         let rows = sqlx::query_scalar("SELECT count(*) FROM flag_captures")
             .fetch_one(&pool)
             .await
@@ -156,40 +119,41 @@ fn is_captured(flag: Uuid) -> impl FnMut(&ServerMessage) -> bool {
 
 #[tokio::test]
 async fn a_capture_is_announced_once_on_every_shard_even_when_its_shard_dies() {
-    let mut cluster = Cluster::start(2).await;
+    let mut game = Game::start(2).await;
     let spot = flag_spot();
-    let mut red = cluster.player(0, "red", offset(spot, 0.0, -40.0)).await;
+    let mut red = game.player(0, "red", offset(spot, 0.0, -40.0)).await;
     // On the other shard, far from the flag, in the same world.
-    let mut blue = cluster.player(1, "blue", offset(CENTER, 0.0, -200.0)).await;
+    let mut blue = game.player(1, "blue", offset(CENTER, 0.0, -200.0)).await;
 
     red.walk(offset(spot, 0.0, -5.0), 0.5, 10.0).await;
     // Kill the capturing shard as soon as the capture is committed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while cluster.capture_rows().await == 0 {
+    while game.capture_rows().await == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no capture was committed"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    cluster.shards[0].kill();
+    game.cluster.shards[0].kill();
 
     // The survivor announces it, once, whether the dead shard got its
     // announcement out or the sweep found it unannounced.
-    let capture_id = captured(&mut blue, cluster.flag, ORPHAN_WAIT).await;
+    let capture_id = captured(&mut blue, game.flag, ORPHAN_WAIT).await;
     blue.never(
         Duration::from_secs(8),
         "a capture announced twice",
-        is_captured(cluster.flag),
+        is_captured(game.flag),
     )
     .await;
-    let stored = cluster.store.captures(cluster.world_id, 0).await.unwrap();
+    let stored = game.cluster.store.captures(game.world_id, 0).await.unwrap();
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0].capture.id, capture_id);
     assert_eq!(stored[0].capture.team, "red");
     assert_eq!(stored[0].score, 1);
     // Nothing is left unannounced.
-    let orphans = cluster
+    let orphans = game
+        .cluster
         .store
         .unannounced_captures(now_ms(), 10)
         .await
@@ -199,24 +163,24 @@ async fn a_capture_is_announced_once_on_every_shard_even_when_its_shard_dies() {
 
 #[tokio::test]
 async fn a_committed_capture_nobody_announced_is_announced_once() {
-    let cluster = Cluster::start(2).await;
+    let game = Game::start(2).await;
     let mut watchers = vec![
-        cluster.player(0, "blue", offset(CENTER, 0.0, -200.0)).await,
-        cluster.player(1, "red", offset(CENTER, 0.0, -250.0)).await,
+        game.player(0, "blue", offset(CENTER, 0.0, -200.0)).await,
+        game.player(1, "red", offset(CENTER, 0.0, -250.0)).await,
     ];
     // What a shard killed between its commit and its announcement leaves
     // behind: a committed capture, unannounced.
     let capture = Capture {
         id: Uuid::now_v7(),
-        world_id: cluster.world_id,
-        flag_id: cluster.flag,
+        world_id: game.world_id,
+        flag_id: game.flag,
         user_id: watchers[1].player_id,
         name: "ghost of a dead shard".into(),
         team: "red".into(),
         version: 0,
         captured_at_ms: now_ms(),
     };
-    let outcome = cluster.store.capture_flag(&capture).await.unwrap();
+    let outcome = game.cluster.store.capture_flag(&capture).await.unwrap();
     assert!(
         matches!(
             outcome,
@@ -225,7 +189,7 @@ async fn a_committed_capture_nobody_announced_is_announced_once() {
         "{outcome:?}"
     );
     for watcher in &mut watchers {
-        let announced = captured(watcher, cluster.flag, ORPHAN_WAIT).await;
+        let announced = captured(watcher, game.flag, ORPHAN_WAIT).await;
         assert_eq!(announced, capture.id);
     }
     for watcher in &mut watchers {
@@ -233,11 +197,12 @@ async fn a_committed_capture_nobody_announced_is_announced_once() {
             .never(
                 Duration::from_secs(5),
                 "a capture announced twice",
-                is_captured(cluster.flag),
+                is_captured(game.flag),
             )
             .await;
     }
-    assert!(cluster
+    assert!(game
+        .cluster
         .store
         .unannounced_captures(now_ms(), 10)
         .await
@@ -255,20 +220,9 @@ async fn while_the_database_is_down_captures_are_refused_and_never_announced() {
         c.ops_token = Some(OPS_TOKEN.into());
     })
     .await;
-    let at = flag_spot();
-    let (status, body) = server
-        .ops_post(
-            "/admin/flags",
-            Some(OPS_TOKEN),
-            serde_json::json!({
-                "type": "Feature",
-                "geometry": { "type": "Point", "coordinates": [at.lon, at.lat] },
-                "properties": { "name": "Beacon", "world": "arena", "capture_time_s": 2 },
-            }),
-        )
+    let flag_id = server
+        .create_flag(OPS_TOKEN, flag_properties(), flag_spot())
         .await;
-    assert_eq!(status, 201, "{body}");
-    let flag_id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
     let spot = flag_spot();
     let mut red = server
         .team_player("red", "arena", offset(spot, 0.0, -24.0))
@@ -315,11 +269,11 @@ async fn while_the_database_is_down_captures_are_refused_and_never_announced() {
 
 #[tokio::test]
 async fn nearby_chat_reaches_a_neighbour_on_another_shard_and_not_a_player_far_away() {
-    let cluster = Cluster::start(2).await;
+    let game = Game::start(2).await;
     let here = offset(CENTER, 0.0, -200.0);
-    let mut speaker = cluster.player(0, "red", here).await;
-    let mut neighbour = cluster.player(1, "blue", offset(here, 30.0, 0.0)).await;
-    let mut far = cluster.player(1, "blue", offset(here, 0.0, -1_000.0)).await;
+    let mut speaker = game.player(0, "red", here).await;
+    let mut neighbour = game.player(1, "blue", offset(here, 30.0, 0.0)).await;
+    let mut far = game.player(1, "blue", offset(here, 0.0, -1_000.0)).await;
     // The neighbour's shard follows the speaker's cell once it shows the
     // speaker as a ghost.
     neighbour.entered_as(speaker.player_id).await;

@@ -192,3 +192,36 @@ impl FromRequestParts<OpsState> for Admin {
         admin(state, given).await
     }
 }
+
+/// A stored shape as a GeoJSON feature: its id, its geometry, and its stored
+/// `properties` with the `shown` ones (name, world, …) laid over them.
+pub(super) fn feature<'a>(
+    id: uuid::Uuid,
+    geometry: geojson::Geometry,
+    stored: &serde_json::Value,
+    shown: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+) -> geojson::Feature {
+    let mut properties = match stored {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in shown {
+        properties.insert(key.into(), value);
+    }
+    geojson::Feature {
+        bbox: None,
+        geometry: Some(geometry),
+        id: Some(geojson::feature::Id::String(id.to_string())),
+        properties: Some(properties),
+        foreign_members: None,
+    }
+}
+
+/// Features as a `FeatureCollection`.
+pub(super) fn collection(features: Vec<geojson::Feature>) -> geojson::FeatureCollection {
+    geojson::FeatureCollection {
+        bbox: None,
+        features,
+        foreign_members: None,
+    }
+}

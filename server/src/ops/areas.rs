@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::admin::{world, Admin, AdminError};
+use super::admin::{self, world, Admin, AdminError};
 use super::OpsState;
 use crate::bus::ControlEvent;
 use crate::store::{Area, WorldDef};
@@ -63,20 +63,13 @@ async fn find(state: &OpsState, id: Uuid) -> Result<(WorldDef, Area), AdminError
 
 /// An area as a GeoJSON feature.
 fn feature(world: &WorldDef, area: &Area) -> Feature {
-    let mut properties = match &area.properties {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    properties.insert("name".into(), area.name.clone().into());
-    properties.insert("kind".into(), area.kind.as_str().into());
-    properties.insert("world".into(), world.name.clone().into());
-    Feature {
-        bbox: None,
-        geometry: Some(geojson::Geometry::from(&area.geometry)),
-        id: Some(geojson::feature::Id::String(area.id.to_string())),
-        properties: Some(properties),
-        foreign_members: None,
-    }
+    let shown = [
+        ("name", area.name.clone().into()),
+        ("kind", area.kind.as_str().into()),
+        ("world", world.name.clone().into()),
+    ];
+    let shape = geojson::Geometry::from(&area.geometry);
+    admin::feature(area.id, shape, &area.properties, shown)
 }
 
 /// `GET /admin/areas?world=NAME`: the world's areas as a `FeatureCollection`.
@@ -94,11 +87,7 @@ pub(super) async fn list(
         .iter()
         .map(|area| feature(&world, area))
         .collect();
-    Ok(Json(FeatureCollection {
-        bbox: None,
-        features,
-        foreign_members: None,
-    }))
+    Ok(Json(admin::collection(features)))
 }
 
 /// `GET /admin/areas/{id}`.

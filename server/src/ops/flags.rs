@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::admin::{world, Admin, AdminError};
+use super::admin::{self, world, Admin, AdminError};
 use super::areas::{reject_other_crs, take_name, take_world, WorldQuery};
 use super::OpsState;
 use crate::bus::ControlEvent;
@@ -56,23 +56,16 @@ async fn find(state: &OpsState, id: Uuid) -> Result<(WorldDef, WorldObject), Adm
 
 /// A flag as a GeoJSON feature.
 fn feature(world: &WorldDef, flag: &WorldObject) -> Feature {
-    let mut properties = match &flag.properties {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    properties.insert("name".into(), flag.name.clone().into());
-    properties.insert("world".into(), world.name.clone().into());
-    properties.insert("owner".into(), flag.owner.clone().into());
-    properties.insert("version".into(), flag.version.into());
-    Feature {
-        bbox: None,
-        geometry: Some(geojson::Geometry::new(GeometryValue::Point {
-            coordinates: geojson::Position::from([flag.position.lon, flag.position.lat]),
-        })),
-        id: Some(geojson::feature::Id::String(flag.id.to_string())),
-        properties: Some(properties),
-        foreign_members: None,
-    }
+    let point = geojson::Geometry::new(GeometryValue::Point {
+        coordinates: geojson::Position::from([flag.position.lon, flag.position.lat]),
+    });
+    let shown = [
+        ("name", flag.name.clone().into()),
+        ("world", world.name.clone().into()),
+        ("owner", flag.owner.clone().into()),
+        ("version", flag.version.into()),
+    ];
+    admin::feature(flag.id, point, &flag.properties, shown)
 }
 
 /// `GET /admin/flags?world=NAME`: the world's flags as a `FeatureCollection`.
@@ -91,11 +84,7 @@ pub(super) async fn list(
         .filter(|o| o.kind == KIND)
         .map(|flag| feature(&world, flag))
         .collect();
-    Ok(Json(FeatureCollection {
-        bbox: None,
-        features,
-        foreign_members: None,
-    }))
+    Ok(Json(admin::collection(features)))
 }
 
 /// `GET /admin/flags/{id}`.

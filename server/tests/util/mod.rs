@@ -3,6 +3,7 @@
 //! PostgreSQL and Redis servers.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod pg;
 pub mod redis;
 
@@ -949,4 +950,53 @@ impl Client {
             }
         }
     }
+}
+
+/// The id of the world named `name`.
+pub async fn world_id(store: &dyn Store, name: &str) -> Uuid {
+    store
+        .worlds()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no world named {name}"))
+        .id
+}
+
+impl TestServer {
+    /// Create a flag through the admin API (with `token`); returns its id.
+    pub async fn create_flag(
+        &self,
+        token: &str,
+        properties: serde_json::Value,
+        at: LonLat,
+    ) -> Uuid {
+        create_flag_at(&self.http, self.ops, token, properties, at).await
+    }
+}
+
+/// Create a flag through the admin API of the ops port `ops`; returns its id.
+pub async fn create_flag_at(
+    http: &reqwest::Client,
+    ops: SocketAddr,
+    token: &str,
+    properties: serde_json::Value,
+    at: LonLat,
+) -> Uuid {
+    let response = http
+        .post(format!("http://{ops}/admin/flags"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "type": "Feature",
+            "geometry": { "type": "Point", "coordinates": [at.lon, at.lat] },
+            "properties": properties,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().parse().unwrap()
 }
