@@ -7,6 +7,12 @@ use crate::message::KickReason;
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down; reconnect later (RFC 6455 "going away").
 pub const GOING_AWAY: u16 = 1001;
+/// The client broke the WebSocket protocol: an unmasked frame, reserved bits,
+/// a fragmented or oversized control frame, a bad close code (RFC 6455
+/// "protocol error").
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A text frame that is not UTF-8 (RFC 6455 "invalid frame payload data").
+pub const INVALID_PAYLOAD: u16 = 1007;
 /// Authentication failed: missing, bad or revoked token (RFC 6455 "policy violation").
 pub const AUTH_FAILED: u16 = 1008;
 /// A frame exceeded `limits::MAX_FRAME_BYTES` (RFC 6455 "message too big").

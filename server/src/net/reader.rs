@@ -126,7 +126,8 @@ async fn read(reader: &mut Reader) -> End {
             Ok(None) => return End::Dropped,
             Ok(Some(Err(err))) => {
                 // tungstenite refuses frames over the limit before we see them.
-                if is_too_big(&err) {
+                let code = refusal_code(&err);
+                if code == close::TOO_BIG {
                     reply(
                         reader,
                         error(
@@ -141,7 +142,12 @@ async fn read(reader: &mut Reader) -> End {
                     signals.close(close::TOO_BIG, "frame too large");
                 } else {
                     tracing::debug!(error = %err, "socket read failed");
-                    signals.close(1002, "protocol error");
+                    let reason = if code == close::INVALID_PAYLOAD {
+                        "text frame not UTF-8"
+                    } else {
+                        "protocol error"
+                    };
+                    signals.close(code, reason);
                 }
                 return End::Dropped;
             }
@@ -328,7 +334,17 @@ fn kicked(reason: KickReason) -> ServerMessage {
     }
 }
 
-fn is_too_big(err: &axum::Error) -> bool {
-    let text = err.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// The close code (RFC 6455 §7.4.1) for a frame the WebSocket layer
+/// refused: too big for the limits, text that is not UTF-8, or any other
+/// breach of the protocol (unmasked, reserved bits, a fragmented or
+/// oversized control frame, a bad close code, an unknown opcode).
+fn refusal_code(err: &axum::Error) -> u16 {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // axum wraps tungstenite's error (the same crate version: axum's `ws`).
+    let inner = std::error::Error::source(err).and_then(|e| e.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(_)) => close::TOO_BIG,
+        Some(WsError::Utf8(_)) => close::INVALID_PAYLOAD,
+        _ => close::PROTOCOL_ERROR,
+    }
 }
