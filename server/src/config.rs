@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Most entities a player sees at once, nearest first [default: 64].
     #[arg(long, env = "AOI_MAX")]
     pub aoi_max: Option<usize>,
+    /// Open game sockets allowed per client address; 0 is no limit [default: 1024].
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
     /// How far `nearby` chat carries, in metres; at most AOI_RADIUS_M [default: 100].
     #[arg(long, env = "CHAT_RADIUS_M")]
     pub chat_radius_m: Option<f64>,
@@ -164,6 +167,8 @@ pub struct Config {
     pub aoi_max: usize,
     /// How far `nearby` chat carries, in metres.
     pub chat_radius_m: f64,
+    /// Open game sockets allowed per client address (0: no limit).
+    pub max_connections_per_address: usize,
     /// Default speed limit in m/s.
     pub max_speed_mps: f64,
     /// The JWT secret, if configured; `None` means "generate a development one".
@@ -225,6 +230,7 @@ impl Default for Config {
             aoi_radius_m: 150.0,
             aoi_max: 64,
             chat_radius_m: 100.0,
+            max_connections_per_address: 1024,
             max_speed_mps: 10.0,
             jwt_secret: None,
             resume_grace: Duration::from_millis(20_000),
@@ -306,6 +312,8 @@ impl ServeArgs {
             aoi_radius_m: pick!(aoi_radius_m).unwrap_or(d.aoi_radius_m),
             aoi_max: pick!(aoi_max).unwrap_or(d.aoi_max),
             chat_radius_m: pick!(chat_radius_m).unwrap_or(d.chat_radius_m),
+            max_connections_per_address: pick!(max_connections_per_address)
+                .unwrap_or(d.max_connections_per_address),
             max_speed_mps: pick!(max_speed_mps).unwrap_or(d.max_speed_mps),
             jwt_secret: pick_text!(jwt_secret),
             resume_grace: pick!(resume_grace_ms).map_or(d.resume_grace, Duration::from_millis),

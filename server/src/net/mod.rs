@@ -6,6 +6,7 @@
 //! Connection tasks reach the tick through its command channel and read its
 //! snapshots; they never touch the world directly.
 
+pub mod addresses;
 mod connection;
 pub mod fanout;
 pub mod frames;
@@ -52,6 +53,8 @@ pub struct NetSettings {
     pub client_msg_rate: u32,
     /// This shard's name, in the logins it announces.
     pub shard_id: String,
+    /// Open game sockets allowed per client address (0: no limit).
+    pub max_connections_per_address: usize,
 }
 
 impl NetSettings {
@@ -64,6 +67,7 @@ impl NetSettings {
             idle_timeout: config.idle_timeout,
             client_msg_rate: config.client_msg_rate,
             shard_id: config.shard_id.clone(),
+            max_connections_per_address: config.max_connections_per_address,
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// Cancelled when the shard shuts down.
     pub shutdown: CancellationToken,
+    /// Open sockets per client address.
+    pub addresses: Arc<addresses::AddressCap>,
     next_conn: AtomicU64,
 }
 
@@ -132,6 +138,7 @@ impl Gateway {
             })
             .collect();
         Self {
+            addresses: addresses::AddressCap::new(settings.max_connections_per_address),
             worlds,
             fanouts,
             bus,

@@ -1,10 +1,11 @@
 //! The `/ws` route: subprotocol negotiation, optional header authentication,
 //! and socket limits, before handing the socket to its connection task.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -71,6 +72,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -80,6 +82,17 @@ async fn upgrade(
             StatusCode::BAD_REQUEST,
             "unsupported_subprotocol",
             "request the subprotocol meridian.v1.bincode or meridian.v1.json",
+        );
+    };
+    // Taken before the token is checked: a host opening sockets it never
+    // authenticates holds them too, until the authentication timeout.
+    let Some(slot) = gateway.addresses.acquire(peer.ip()) else {
+        metrics::counter!("meridian_connections_refused_total", "reason" => "per_address")
+            .increment(1);
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "too many open connections from this address",
         );
     };
     let bearer = headers
@@ -109,12 +122,11 @@ async fn upgrade(
     };
     ws.on_upgrade(move |socket| {
         let tracker = gateway.tracker.clone();
-        tracker.track_future(connection::serve(
-            gateway,
-            socket,
-            encoding,
-            identity,
-            query.world,
-        ))
+        let served = connection::serve(gateway, socket, encoding, identity, query.world);
+        tracker.track_future(async move {
+            // The address's slot is given back when the connection ends.
+            let _slot = slot;
+            served.await;
+        })
     })
 }

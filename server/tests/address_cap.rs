@@ -1,0 +1,150 @@
+//! The per-address connection cap under a connection storm: 5,000 upgrade
+//! attempts from one address that already has its `MAX_CONNECTIONS_PER_ADDRESS`
+//! sockets open are all refused (429 `too_many_connections`), while a player
+//! from another address gets in at once; a slot that closes is free again.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use meridian_protocol::Encoding;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use util::{offset, Client, TestServer, CENTER};
+
+const CAP: usize = 20;
+const ATTEMPTS: usize = 5_000;
+const AT_ONCE: usize = 100;
+
+/// The status line's code of one upgrade attempt from this machine's
+/// 127.0.0.1, without a token.
+async fn attempt(game: SocketAddr) -> u16 {
+    let mut tcp = TcpStream::connect(game).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {game}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: meridian.v1.json\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+/// A player connected from 127.0.0.2 (another address of the loopback).
+async fn player_from_elsewhere(server: &TestServer) -> Client {
+    let (user_id, token) = server.guest(None).await;
+    server
+        .place(user_id, "arena", offset(CENTER, 0.0, 30.0))
+        .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(server.game).await.unwrap();
+    let mut request = format!("ws://{}/ws?world=arena", server.game)
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(Encoding::Json.subprotocol()),
+    );
+    headers.insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("a player from another address is let in");
+    let mut client = Client::wrap(socket, Encoding::Json);
+    client.welcome().await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_storm_from_one_address_hits_the_cap_and_others_still_get_in() {
+    let server = TestServer::start_with(|c| {
+        c.max_connections_per_address = CAP;
+        // The held players log in as guests from this one address.
+        c.login_rate_per_min = 10_000;
+    })
+    .await;
+    // The address's every slot taken by real players.
+    let mut held = Vec::new();
+    for i in 0..CAP {
+        held.push(
+            server
+                .guest_player("arena", offset(CENTER, i as f64, 0.0), Encoding::Bincode)
+                .await,
+        );
+    }
+
+    // The storm: every attempt from the full address is refused, quickly,
+    // and a player from elsewhere gets in while it rages.
+    let game = server.game;
+    let storm = tokio::spawn(async move {
+        let started = Instant::now();
+        let codes: Vec<u16> = futures_util::stream::iter(0..ATTEMPTS)
+            .map(|_| attempt(game))
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
+        (codes, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut elsewhere = player_from_elsewhere(&server).await;
+    let let_in = started.elapsed();
+    let (codes, took) = storm.await.unwrap();
+    println!("{ATTEMPTS} refused attempts in {took:?}; the other address got in after {let_in:?}");
+    assert!(
+        codes.iter().all(|&c| c == 429),
+        "{:?}",
+        codes.iter().find(|&&c| c != 429)
+    );
+    assert!(
+        let_in < Duration::from_secs(5),
+        "the other player waited {let_in:?}"
+    );
+
+    // The held players are still served, and so is the newcomer.
+    for client in held.iter_mut().take(3) {
+        let seq = client.move_to(offset(client.position, 1.0, 0.0)).await;
+        client.acked(seq).await;
+    }
+    let seq = elsewhere
+        .move_to(offset(elsewhere.position, 1.0, 0.0))
+        .await;
+    elsewhere.acked(seq).await;
+
+    // A slot that closes is free again for the address.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if attempt(game).await == 101 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the refusals were counted.
+    let metrics = reqwest::get(format!("http://{}/metrics", server.ops))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meridian_connections_refused_total{reason=\"per_address\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= ATTEMPTS as f64, "{refused} refusals counted");
+}
