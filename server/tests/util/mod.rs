@@ -700,8 +700,22 @@ impl ServerProcess {
         flush_interval: Duration,
         vars: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_output(dir, flush_interval, vars, None).await
+    }
+
+    /// Like `start_with_env`, with stdout and stderr written to `log` if given.
+    pub async fn start_with_output(
+        dir: &Path,
+        flush_interval: Duration,
+        vars: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
         let flush = flush_interval.as_millis().to_string();
         let (mut command, game, ops) = Self::command(dir, vars);
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).unwrap();
+            command.stdout(file.try_clone().unwrap()).stderr(file);
+        }
         let child = command
             .env("FLUSH_INTERVAL_MS", flush)
             .spawn()
