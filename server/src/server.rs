@@ -17,6 +17,7 @@ use crate::auth::{self, Auth, AuthError};
 use crate::bus::cells::{CellSync, CHANGES_CAPACITY};
 use crate::bus::{Bus, BusError, ControlEvent, LocalBus, RedisBus};
 use crate::config::Config;
+use crate::net::deadline::{HeaderDeadline, HEADER_TIMEOUT};
 use crate::net::{self, Gateway, NetSettings, OtherShards};
 use crate::ops::{self, OpsState};
 use crate::store::postgres::CAPTURE_PARTITIONS_AHEAD;
@@ -295,15 +296,15 @@ impl Server {
         ));
         let app = net::router(Arc::clone(&gateway)).merge(auth::router(Arc::clone(&self.auth)));
         let game = axum::serve(
-            self.game.tap_io(|tcp| {
+            HeaderDeadline::new(self.game, HEADER_TIMEOUT).tap_io(|io| {
                 // Updates are small and latency-bound: never wait to coalesce them.
-                let _ = tcp.set_nodelay(true);
+                let _ = io.get_ref().set_nodelay(true);
             }),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());
         let ops = axum::serve(
-            self.ops,
+            HeaderDeadline::new(self.ops, HEADER_TIMEOUT),
             ops::router(OpsState {
                 store: Arc::clone(&self.store),
                 pending: Arc::clone(&self.pending),

@@ -8,6 +8,7 @@
 
 pub mod addresses;
 mod connection;
+pub mod deadline;
 pub mod fanout;
 pub mod frames;
 mod limiter;

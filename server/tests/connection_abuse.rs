@@ -2,6 +2,7 @@
 //! attempts from one address that already has its `MAX_CONNECTIONS_PER_ADDRESS`
 //! sockets open are all refused (429 `too_many_connections`), while a player
 //! from another address gets in at once; a slot that closes is free again.
+//! And an upgrade request that drips its headers is cut off within 5 s.
 
 mod util;
 
@@ -147,4 +148,55 @@ async fn a_connection_storm_from_one_address_hits_the_cap_and_others_still_get_i
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(refused >= ATTEMPTS as f64, "{refused} refusals counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_that_drips_its_headers_is_closed_within_5_s() {
+    let server = TestServer::start().await;
+    let mut player = server
+        .guest_player("arena", offset(CENTER, 0.0, 10.0), Encoding::Bincode)
+        .await;
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.game
+    );
+    // Ten drippers on the game port and one on the ops port, a byte every
+    // 300 ms: none finishes its headers in time.
+    let mut drips = Vec::new();
+    for port in std::iter::repeat_n(server.game, 10).chain([server.ops]) {
+        let request = request.clone();
+        drips.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tcp = TcpStream::connect(port).await.unwrap();
+            for byte in request.bytes() {
+                if tcp.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            // Closed by the server: reading ends (EOF or reset).
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+            started.elapsed()
+        }));
+    }
+    // Meanwhile the player plays on.
+    for _ in 0..10 {
+        let seq = player.move_to(offset(player.position, 0.5, 0.0)).await;
+        player.acked(seq).await;
+        player.position = offset(player.position, 0.5, 0.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for drip in drips {
+        let took = drip.await.unwrap();
+        assert!(
+            took < Duration::from_millis(6_500),
+            "a dripping client was held for {took:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(4),
+            "cut off after only {took:?}"
+        );
+    }
 }
