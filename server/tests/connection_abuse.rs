@@ -136,17 +136,9 @@ async fn a_connection_storm_from_one_address_hits_the_cap_and_others_still_get_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And the refusals were counted.
-    let metrics = reqwest::get(format!("http://{}/metrics", server.ops))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("meridian_connections_refused_total{reason=\"per_address\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let refused = server
+        .metric("meridian_connections_refused_total{reason=\"per_address\"}")
+        .await;
     assert!(refused >= ATTEMPTS as f64, "{refused} refusals counted");
 }
 

@@ -127,14 +127,7 @@ async fn a_flag_is_captured_after_its_dwell_time_and_not_before() {
 
     // It was stored before it was announced, and the scores show it.
     assert_eq!(captures(&server).await, 1);
-    let (_, status) = server.ops_get("/api/status").await;
-    let arena = status["worlds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "arena")
-        .unwrap()
-        .clone();
+    let arena = server.world_status("arena").await;
     let score_of = |team: &str| {
         arena["teams"]
             .as_array()

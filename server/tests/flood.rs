@@ -23,14 +23,7 @@ const OPS_TOKEN: &str = "flood-test-ops-token";
 /// new window completes.
 async fn next_window_p99(server: &TestServer) -> u64 {
     let read = || async {
-        let (_, status) = server.ops_get("/api/status").await;
-        let arena = status["worlds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == "arena")
-            .unwrap()
-            .clone();
+        let arena = server.world_status("arena").await;
         (
             arena["tick"].as_u64().unwrap(),
             arena["tick_us"]["recent_p99"].as_u64().unwrap(),

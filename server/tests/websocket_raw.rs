@@ -156,16 +156,7 @@ fn parse(bytes: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 
 /// The shard's open connections, from `/metrics`.
 async fn connections(server: &TestServer) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.ops))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("meridian_connections "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    server.metric("meridian_connections").await
 }
 
 async fn connections_drop_to_zero(server: &TestServer, what: &str) {

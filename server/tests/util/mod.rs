@@ -1014,3 +1014,35 @@ pub async fn create_flag_at(
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().parse().unwrap()
 }
+
+impl TestServer {
+    /// `/api/status`'s entry for the world named `name`.
+    pub async fn world_status(&self, name: &str) -> serde_json::Value {
+        let (_, status) = self.ops_get("/api/status").await;
+        status["worlds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no world {name} in {status}"))
+            .clone()
+    }
+
+    /// The value of the `/metrics` sample written exactly `series` (a name
+    /// and its labels, e.g. `meridian_connections`); 0 if there is none.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.ops))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
