@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::net::forwarded::{InvalidProxy, TrustedProxies};
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +63,14 @@ pub struct ServeArgs {
     /// Open game sockets allowed per client address; 0 is no limit [default: 1024].
     #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
+    /// Load balancers to believe about the client's address, as a
+    /// comma-separated list of addresses and networks (`10.0.0.0/8,
+    /// 192.168.1.7`). A connection from one of them is counted under the
+    /// rightmost `X-Forwarded-For` entry that is not one of them, for
+    /// MAX_CONNECTIONS_PER_ADDRESS and LOGIN_RATE_PER_MIN [default: none:
+    /// the header is ignored].
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// How far `nearby` chat carries, in metres; at most AOI_RADIUS_M [default: 100].
     #[arg(long, env = "CHAT_RADIUS_M")]
     pub chat_radius_m: Option<f64>,
@@ -80,7 +90,8 @@ pub struct ServeArgs {
     /// Messages per second a connection may send (burst: twice that) [default: 30].
     #[arg(long, env = "CLIENT_MSG_RATE")]
     pub client_msg_rate: Option<u32>,
-    /// Login/register/guest/refresh attempts per minute per client address [default: 20].
+    /// Login/register/guest/refresh attempts per minute per client address,
+    /// and login attempts per minute per account [default: 20].
     #[arg(long, env = "LOGIN_RATE_PER_MIN")]
     pub login_rate_per_min: Option<u32>,
     /// Access-token lifetime in seconds [default: 900].
@@ -169,6 +180,8 @@ pub struct Config {
     pub chat_radius_m: f64,
     /// Open game sockets allowed per client address (0: no limit).
     pub max_connections_per_address: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Default speed limit in m/s.
     pub max_speed_mps: f64,
     /// The JWT secret, if configured; `None` means "generate a development one".
@@ -179,7 +192,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Messages per second per connection.
     pub client_msg_rate: u32,
-    /// Account API attempts per minute per address.
+    /// Account API attempts per minute per address, and logins per account.
     pub login_rate_per_min: u32,
     /// Access-token lifetime.
     pub token_ttl: Duration,
@@ -231,6 +244,7 @@ impl Default for Config {
             aoi_max: 64,
             chat_radius_m: 100.0,
             max_connections_per_address: 1024,
+            trusted_proxies: TrustedProxies::default(),
             max_speed_mps: 10.0,
             jwt_secret: None,
             resume_grace: Duration::from_millis(20_000),
@@ -314,6 +328,15 @@ impl ServeArgs {
             chat_radius_m: pick!(chat_radius_m).unwrap_or(d.chat_radius_m),
             max_connections_per_address: pick!(max_connections_per_address)
                 .unwrap_or(d.max_connections_per_address),
+            trusted_proxies: match pick!(trusted_proxies) {
+                Some(list) => list
+                    .parse()
+                    .map_err(|e: InvalidProxy| ConfigError::Invalid {
+                        name: "TRUSTED_PROXIES",
+                        reason: e.to_string(),
+                    })?,
+                None => d.trusted_proxies,
+            },
             max_speed_mps: pick!(max_speed_mps).unwrap_or(d.max_speed_mps),
             jwt_secret: pick_text!(jwt_secret),
             resume_grace: pick!(resume_grace_ms).map_or(d.resume_grace, Duration::from_millis),
@@ -581,5 +604,28 @@ mod tests {
         };
         let err = args.into_config().unwrap_err().to_string();
         assert!(err.contains("OPS_TOKEN"), "{err}");
+        let args = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/8, lb.internal".into()),
+            ..ServeArgs::default()
+        };
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("lb.internal"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_a_list() {
+        let args = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/8,127.0.0.1".into()),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(
+            config.trusted_proxies,
+            "10.0.0.0/8, 127.0.0.1/32".parse().unwrap()
+        );
+        assert!(Config::default().trusted_proxies.is_empty());
     }
 }

@@ -294,7 +294,12 @@ impl Server {
             NetSettings::from_config(&self.config),
             self.stop.clone(),
         ));
-        let app = net::router(Arc::clone(&gateway)).merge(auth::router(Arc::clone(&self.auth)));
+        let app = net::router(Arc::clone(&gateway))
+            .merge(auth::router(Arc::clone(&self.auth)))
+            // Which connections' `X-Forwarded-For` names the client (`ClientIp`).
+            .layer(axum::Extension(Arc::new(
+                self.config.trusted_proxies.clone(),
+            )));
         let game = axum::serve(
             HeaderDeadline::new(self.game, HEADER_TIMEOUT).tap_io(|io| {
                 // Updates are small and latency-bound: never wait to coalesce them.

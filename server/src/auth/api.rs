@@ -2,12 +2,11 @@
 //! `/api/guest`, `/api/refresh`, `/api/logout`): JSON in and out, and the
 //! mapping of every failure to a status and a stable error code.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +23,7 @@ use super::input::{
 use super::limiter::RateLimited;
 use super::password::PasswordError;
 use super::{Auth, AuthError, Grant};
+use crate::net::forwarded::ClientIp;
 use crate::store::{now_ms, Role, StoreError, User};
 
 /// Request bodies larger than this are refused: account requests are tiny, and
@@ -36,7 +36,8 @@ const GUEST_NAME_ATTEMPTS: usize = 3;
 
 /// The `/api/register`, `/api/login`, `/api/guest`, `/api/refresh` and
 /// `/api/logout` routes. Needs `ConnectInfo<SocketAddr>` (per-address rate
-/// limits): serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// limits): serve with `into_make_service_with_connect_info::<SocketAddr>()`,
+/// and add an `Arc<TrustedProxies>` extension to count clients behind them.
 pub fn router(auth: Arc<Auth>) -> Router {
     // The endpoints that hand out tokens are rate-limited (refresh too, so
     // refresh secrets cannot be guessed quickly); the limit runs before the
@@ -325,11 +326,11 @@ async fn count(request: Request, next: Next) -> Response {
 /// Refuse the request if its client address is over the rate.
 async fn rate_limit(
     State(auth): State<Arc<Auth>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    auth.limiter.check(addr.ip())?;
+    auth.limiter.check(&client)?;
     Ok(next.run(request).await)
 }
 
@@ -367,6 +368,9 @@ async fn login(
     State(auth): State<Arc<Auth>>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    // Counted before anything is looked up, so that guesses spread over many
+    // addresses are held to one allowance per account too.
+    auth.accounts.check(&body.username)?;
     let user = auth.store.user_by_name(&body.username).await?;
     // Unknown users and guests (no password) are checked against a dummy hash,
     // so every failure takes as long as a wrong password and answers the same.

@@ -1,6 +1,9 @@
-//! Per-address rate limit for the account endpoints, so that one client cannot
-//! guess passwords quickly or flood the password hasher.
+//! Rate limits for the account endpoints: per client address, so that one
+//! client cannot guess passwords quickly or flood the password hasher, and per
+//! account, so that many addresses together cannot guess one account's
+//! password quickly either.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// A request refused by the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many attempts from this address; retry in {} s", self.retry_after_secs())]
+#[error("too many attempts; retry in {} s", self.retry_after_secs())]
 pub struct RateLimited {
     /// How long until the next attempt would be allowed.
     pub retry_after: Duration,
@@ -31,16 +34,24 @@ impl RateLimited {
     }
 }
 
-/// A token bucket per client address: `per_minute` attempts, refilled evenly
-/// over the minute, with a burst of the full minute's allowance.
-#[derive(Debug)]
-pub struct Limiter {
-    /// One bucket per (normalized) address.
-    buckets: DefaultKeyedRateLimiter<IpAddr>,
+/// What a limiter counts attempts by: a client address or an account name.
+pub trait LimitKey: Hash + Eq + Clone + Send + Sync + 'static {
+    /// The key attempts are counted under: keys one client can switch
+    /// between freely count as one.
+    #[must_use]
+    fn normalized(&self) -> Self;
 }
 
-impl Limiter {
-    /// Allow `per_minute` attempts per address (at least one).
+/// A token bucket per key: `per_minute` attempts, refilled evenly over the
+/// minute, with a burst of the full minute's allowance.
+#[derive(Debug)]
+pub struct Limiter<K: LimitKey = IpAddr> {
+    /// One bucket per normalized key.
+    buckets: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: LimitKey> Limiter<K> {
+    /// Allow `per_minute` attempts per key (at least one).
     #[must_use]
     pub fn per_minute(per_minute: u32) -> Self {
         let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
@@ -49,51 +60,61 @@ impl Limiter {
         }
     }
 
-    /// Count one attempt from `addr`.
+    /// Count one attempt by `key`.
     ///
     /// # Errors
     /// `RateLimited` with the wait until the next allowed attempt.
-    pub fn check(&self, addr: IpAddr) -> Result<(), RateLimited> {
+    pub fn check(&self, key: &K) -> Result<(), RateLimited> {
         self.buckets
-            .check_key(&normalize(addr))
+            .check_key(&key.normalized())
             .map_err(|not_until| RateLimited {
                 retry_after: not_until.wait_time_from(self.buckets.clock().now()),
             })
     }
 
-    /// Forget addresses whose buckets are full again. Call it periodically:
+    /// Forget keys whose buckets are full again. Call it periodically:
     /// without it every address ever seen keeps an entry.
     pub fn retain_recent(&self) {
         self.buckets.retain_recent();
         self.buckets.shrink_to_fit();
     }
 
-    /// How many addresses are tracked.
+    /// How many keys are tracked.
     #[must_use]
     pub fn len(&self) -> usize {
         self.buckets.len()
     }
 
-    /// Whether no address is tracked.
+    /// Whether no key is tracked.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 }
 
-/// The key an address is counted under. An IPv6 client usually holds a whole
-/// /64 and can pick any address in it, so IPv6 is limited per /64; IPv4-mapped
-/// IPv6 addresses count as the IPv4 address they carry.
-fn normalize(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
+/// An IPv6 client usually holds a whole /64 and can pick any address in it,
+/// so IPv6 is limited per /64; IPv4-mapped IPv6 addresses count as the IPv4
+/// address they carry.
+impl LimitKey for IpAddr {
+    fn normalized(&self) -> Self {
+        match *self {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(prefix.into())
+                }
+            },
+        }
+    }
+}
+
+/// Account names count without regard to ASCII case, so `Alice` and `alice`
+/// share one allowance whatever the store makes of them.
+impl LimitKey for String {
+    fn normalized(&self) -> Self {
+        self.to_ascii_lowercase()
     }
 }
 
@@ -105,40 +126,49 @@ mod tests {
 
     #[test]
     fn each_address_gets_its_own_allowance() {
-        let limiter = Limiter::per_minute(3);
+        let limiter: Limiter = Limiter::per_minute(3);
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
         for _ in 0..3 {
-            limiter.check(a).unwrap();
+            limiter.check(&a).unwrap();
         }
-        let refused = limiter.check(a).unwrap_err();
+        let refused = limiter.check(&a).unwrap_err();
         assert!(refused.retry_after > Duration::ZERO);
         assert!(refused.retry_after <= Duration::from_secs(20), "{refused}");
         assert!((1..=20).contains(&refused.retry_after_secs()));
         assert!(refused.to_string().ends_with(" s"), "{refused}");
-        limiter.check(b).unwrap();
+        limiter.check(&b).unwrap();
         assert_eq!(limiter.len(), 2);
     }
 
     #[test]
     fn ipv6_is_limited_per_64_and_mapped_ipv4_as_ipv4() {
-        let limiter = Limiter::per_minute(1);
+        let limiter: Limiter = Limiter::per_minute(1);
         let one: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
-        limiter.check(one.into()).unwrap();
-        assert!(limiter.check(same_64.into()).is_err());
-        limiter.check(other_64.into()).unwrap();
+        limiter.check(&one.into()).unwrap();
+        assert!(limiter.check(&same_64.into()).is_err());
+        limiter.check(&other_64.into()).unwrap();
 
         let v4 = Ipv4Addr::new(198, 51, 100, 7);
-        limiter.check(v4.into()).unwrap();
-        assert!(limiter.check(v4.to_ipv6_mapped().into()).is_err());
+        limiter.check(&v4.into()).unwrap();
+        assert!(limiter.check(&v4.to_ipv6_mapped().into()).is_err());
+    }
+
+    #[test]
+    fn account_names_share_an_allowance_whatever_their_case() {
+        let limiter: Limiter<String> = Limiter::per_minute(2);
+        limiter.check(&"Alice".to_owned()).unwrap();
+        limiter.check(&"alice".to_owned()).unwrap();
+        assert!(limiter.check(&"ALICE".to_owned()).is_err());
+        limiter.check(&"bob".to_owned()).unwrap();
     }
 
     #[test]
     fn retain_recent_forgets_full_buckets() {
-        let limiter = Limiter::per_minute(600);
-        limiter.check(Ipv4Addr::LOCALHOST.into()).unwrap();
+        let limiter: Limiter = Limiter::per_minute(600);
+        limiter.check(&Ipv4Addr::LOCALHOST.into()).unwrap();
         assert_eq!(limiter.len(), 1);
         // 600 a minute refills one attempt every 100 ms; governor forgets a key
         // one refill interval after its bucket is full again.

@@ -97,8 +97,10 @@ pub struct Auth {
     tokens: Tokens,
     /// Argon2 off the async threads.
     hasher: Hasher,
-    /// Attempts per client address on register, login and guest.
+    /// Attempts per client address on register, login, guest and refresh.
     limiter: Arc<Limiter>,
+    /// Login attempts per account name, wherever they come from.
+    accounts: Arc<Limiter<String>>,
     /// The names of the teams a new account may choose, in display order.
     /// Read once at start: teams change only by migration, which a new
     /// release brings with a restart, so a sign-up spends no query on them
@@ -133,12 +135,15 @@ impl Auth {
         let teams = store.teams().await?.into_iter().map(|t| t.name).collect();
         let limiter = Arc::new(Limiter::per_minute(config.login_rate_per_min));
         tokio::spawn(sweep(Arc::downgrade(&limiter)));
+        let accounts = Arc::new(Limiter::per_minute(config.login_rate_per_min));
+        tokio::spawn(sweep(Arc::downgrade(&accounts)));
         Ok(Self {
             store,
             bus,
             tokens: Tokens::new(&secret, config.token_ttl),
             hasher: Hasher::per_core(),
             limiter,
+            accounts,
             teams,
         })
     }
@@ -251,8 +256,8 @@ impl Auth {
     }
 }
 
-/// Periodically forget quiet addresses, until the limiter is dropped.
-async fn sweep(limiter: Weak<Limiter>) {
+/// Periodically forget quiet keys, until the limiter is dropped.
+async fn sweep<K: limiter::LimitKey>(limiter: Weak<Limiter<K>>) {
     let mut every = tokio::time::interval(LIMITER_SWEEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;

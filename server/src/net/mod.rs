@@ -10,6 +10,7 @@ pub mod addresses;
 mod connection;
 pub mod deadline;
 pub mod fanout;
+pub mod forwarded;
 pub mod frames;
 mod limiter;
 mod reader;

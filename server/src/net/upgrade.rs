@@ -1,11 +1,10 @@
 //! The `/ws` route: subprotocol negotiation, optional header authentication,
 //! and socket limits, before handing the socket to its connection task.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +12,7 @@ use axum::{Json, Router};
 use meridian_protocol::{limits, Encoding};
 use serde::Deserialize;
 
+use super::forwarded::ClientIp;
 use super::{connection, Gateway};
 use crate::auth::AuthError;
 
@@ -72,7 +72,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -86,7 +86,7 @@ async fn upgrade(
     };
     // Taken before the token is checked: a host opening sockets it never
     // authenticates holds them too, until the authentication timeout.
-    let Some(slot) = gateway.addresses.acquire(peer.ip()) else {
+    let Some(slot) = gateway.addresses.acquire(client) else {
         metrics::counter!("meridian_connections_refused_total", "reason" => "per_address")
             .increment(1);
         return refuse(
