@@ -1,11 +1,17 @@
-//! A flooding client among honest ones: 500 players move at 5 Hz while one
-//! sends moves at ten times the allowed rate. The flooder is throttled
-//! (`rate_limited`) and then kicked (`protocol_abuse`, close 4002) within
-//! seconds, the honest players keep moving, and the tick's p99 over the
+//! Floods among honest players: 500 players move at 5 Hz while
+//! * one client sends moves at ten times the allowed rate. It is throttled
+//!   (`rate_limited`) and then kicked (`protocol_abuse`, close 4002) within
+//!   seconds;
+//! * 2,000 logins come from 40 addresses at once. Each address is held to
+//!   `LOGIN_RATE_PER_MIN`, the password checks past their queue are refused
+//!   at once (503 `busy`), and guests still get in.
+//!
+//! In both the honest players keep moving, and the tick's p99 over the
 //! flood stays under the tick period (both windows are printed).
 
 mod util;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 use util::{offset, Client, TestServer, CENTER};
 
 const HONEST: usize = 500;
+/// The login flood: this many addresses, each sending `LOGINS_EACH`.
+const FLOOD_ADDRESSES: u8 = 40;
+const LOGINS_EACH: usize = 50;
 const OPS_TOKEN: &str = "flood-test-ops-token";
 
 /// The world's tick p99 over the last completed 10 s window, in µs, once a
@@ -40,67 +49,98 @@ async fn next_window_p99(server: &TestServer) -> u64 {
     }
 }
 
+/// Honest players: a move every 200 ms each, frames read as they come (not
+/// decoded: 500 decoders would be the test's bottleneck, not the shard's).
+struct Honest {
+    stop: Arc<AtomicBool>,
+    moves: Arc<AtomicU64>,
+    players: Vec<tokio::task::JoinHandle<bool>>,
+}
+
+impl Honest {
+    /// `HONEST` bots minted through the admin API, connected and moving.
+    async fn start(server: &TestServer) -> Self {
+        let (sw, ne) = (offset(CENTER, -150.0, -150.0), offset(CENTER, 150.0, 150.0));
+        let (_, minted) = server
+            .ops_post(
+                "/admin/bots",
+                Some(OPS_TOKEN),
+                serde_json::json!({
+                    "count": HONEST, "prefix": "honest", "world": "arena",
+                    "within": [sw.lon, sw.lat, ne.lon, ne.lat],
+                }),
+            )
+            .await;
+        let tokens: Vec<String> = minted["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(tokens.len(), HONEST);
+        let stop = Arc::new(AtomicBool::new(false));
+        let moves = Arc::new(AtomicU64::new(0));
+        let mut players = Vec::new();
+        for token in tokens {
+            let mut client =
+                Client::connect(server.game, Encoding::Bincode, Some(&token), Some("arena"))
+                    .await
+                    .unwrap();
+            client.welcome().await;
+            let (stop, moves) = (Arc::clone(&stop), Arc::clone(&moves));
+            players.push(tokio::spawn(async move {
+                let mut at = client.position;
+                let mut seq = 0u32;
+                let mut every = tokio::time::interval(Duration::from_millis(200));
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            seq += 1;
+                            // Back and forth along a metre, well inside the box.
+                            at = offset(at, if seq % 2 == 0 { 1.0 } else { -1.0 }, 0.0);
+                            let frame = Encoding::Bincode.encode(&ClientMessage::Move {
+                                seq, lon: at.lon, lat: at.lat, heading: 0.0, accuracy_m: None, fix_time_ms: None,
+                            });
+                            if client.socket.send(Message::Binary(frame.into())).await.is_err() {
+                                return false;
+                            }
+                            moves.fetch_add(1, Ordering::Relaxed);
+                        }
+                        frame = client.socket.next() => match frame {
+                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
+                            Some(Ok(_)) => {}
+                        },
+                    }
+                }
+                true
+            }));
+        }
+        Self {
+            stop,
+            moves,
+            players,
+        }
+    }
+
+    /// Every player still moving, and connected to the end.
+    async fn finish(self) {
+        let before = self.moves.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            self.moves.load(Ordering::Relaxed) > before + HONEST as u64 * 3,
+            "the honest players stalled"
+        );
+        self.stop.store(true, Ordering::Relaxed);
+        for player in self.players {
+            assert!(player.await.unwrap(), "an honest player was disconnected");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_is_throttled_then_kicked_while_honest_players_keep_the_tick() {
     let server = TestServer::start_with(|c| c.ops_token = Some(OPS_TOKEN.into())).await;
-    let (sw, ne) = (offset(CENTER, -150.0, -150.0), offset(CENTER, 150.0, 150.0));
-    let (_, minted) = server
-        .ops_post(
-            "/admin/bots",
-            Some(OPS_TOKEN),
-            serde_json::json!({
-                "count": HONEST, "prefix": "honest", "world": "arena",
-                "within": [sw.lon, sw.lat, ne.lon, ne.lat],
-            }),
-        )
-        .await;
-    let tokens: Vec<String> = minted["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["token"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(tokens.len(), HONEST);
-
-    // Honest players: a move every 200 ms, frames read as they come (not
-    // decoded: 500 decoders would be the test's bottleneck, not the shard's).
-    let stop = Arc::new(AtomicBool::new(false));
-    let moves = Arc::new(AtomicU64::new(0));
-    let mut honest = Vec::new();
-    for token in tokens {
-        let mut client =
-            Client::connect(server.game, Encoding::Bincode, Some(&token), Some("arena"))
-                .await
-                .unwrap();
-        client.welcome().await;
-        let (stop, moves) = (Arc::clone(&stop), Arc::clone(&moves));
-        honest.push(tokio::spawn(async move {
-            let mut at = client.position;
-            let mut seq = 0u32;
-            let mut every = tokio::time::interval(Duration::from_millis(200));
-            while !stop.load(Ordering::Relaxed) {
-                tokio::select! {
-                    _ = every.tick() => {
-                        seq += 1;
-                        // Back and forth along a metre, well inside the box.
-                        at = offset(at, if seq % 2 == 0 { 1.0 } else { -1.0 }, 0.0);
-                        let frame = Encoding::Bincode.encode(&ClientMessage::Move {
-                            seq, lon: at.lon, lat: at.lat, heading: 0.0, accuracy_m: None, fix_time_ms: None,
-                        });
-                        if client.socket.send(Message::Binary(frame.into())).await.is_err() {
-                            return false;
-                        }
-                        moves.fetch_add(1, Ordering::Relaxed);
-                    }
-                    frame = client.socket.next() => match frame {
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
-                        Some(Ok(_)) => {}
-                    },
-                }
-            }
-            true
-        }));
-    }
+    let honest = Honest::start(&server).await;
     let calm = next_window_p99(&server).await;
 
     // The flooder: moves at 300 a second, ten times CLIENT_MSG_RATE.
@@ -155,14 +195,109 @@ async fn a_flooder_is_throttled_then_kicked_while_honest_players_keep_the_tick()
         stormy < 50_000,
         "tick p99 {stormy} µs with the flood (calm: {calm} µs), over the 50 ms tick period"
     );
-    let before = moves.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        moves.load(Ordering::Relaxed) > before + HONEST as u64 * 3,
-        "the honest players stalled"
-    );
-    stop.store(true, Ordering::Relaxed);
-    for player in honest {
-        assert!(player.await.unwrap(), "an honest player was disconnected");
+    honest.finish().await;
+}
+
+/// One login for an account that does not exist, from `from`; the status.
+async fn login_from(game: std::net::SocketAddr, from: std::net::IpAddr, n: usize) -> u16 {
+    let http = reqwest::Client::builder()
+        .local_address(from)
+        .build()
+        .unwrap();
+    let body =
+        serde_json::json!({ "username": format!("nobody-{n}"), "password": "guessing-1234" });
+    match http
+        .post(format!("http://{game}/api/login"))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_many_addresses_is_capped_while_honest_players_keep_the_tick() {
+    let server = TestServer::start_with(|c| c.ops_token = Some(OPS_TOKEN.into())).await;
+    let honest = Honest::start(&server).await;
+    let calm = next_window_p99(&server).await;
+
+    // The flood: unknown names, so only the per-address limit and the
+    // password checks' queue hold it (each name is new to the per-account
+    // limit). Every answer is counted as it comes.
+    let answers: Arc<std::sync::Mutex<HashMap<u16, usize>>> = Arc::default();
+    let game = server.game;
+    let flood = {
+        let answers = Arc::clone(&answers);
+        tokio::spawn(async move {
+            let attempts = (0..LOGINS_EACH * usize::from(FLOOD_ADDRESSES)).map(|n| {
+                let from = std::net::IpAddr::from([
+                    127,
+                    0,
+                    1,
+                    1 + (n % usize::from(FLOOD_ADDRESSES)) as u8,
+                ]);
+                (from, n)
+            });
+            futures_util::stream::iter(attempts)
+                .for_each_concurrent(200, |(from, n)| {
+                    let answers = Arc::clone(&answers);
+                    async move {
+                        let status = login_from(game, from, n).await;
+                        *answers.lock().unwrap().entry(status).or_default() += 1;
+                    }
+                })
+                .await;
+        })
+    };
+    let flooded = Instant::now();
+    // The refusals are immediate: all but the queued checks are answered
+    // within seconds.
+    let allowed = usize::from(FLOOD_ADDRESSES) * 20;
+    let total = LOGINS_EACH * usize::from(FLOOD_ADDRESSES);
+    loop {
+        let answered: usize = answers.lock().unwrap().values().sum();
+        if answered >= total - allowed {
+            break;
+        }
+        assert!(
+            flooded.elapsed() < Duration::from_secs(20),
+            "only {answered} of {total} logins answered: {:?}",
+            answers.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_in = flooded.elapsed();
+    // A guest (no password check) gets in during the flood.
+    let (status, _) = server.post("/api/guest", serde_json::json!({})).await;
+    assert_eq!(status, 200, "a guest was refused during the flood");
+    let stormy = next_window_p99(&server).await;
+    let seen = answers.lock().unwrap().clone();
+    println!(
+        "login flood: {seen:?} after {:?} (all but the queued ones by {refused_in:?}); \
+         tick p99: calm {calm} µs, with the flood {stormy} µs",
+        flooded.elapsed()
+    );
+    let limited = seen.get(&429).copied().unwrap_or(0);
+    let busy = seen.get(&503).copied().unwrap_or(0);
+    // Past each address's 20 (a few more refill while the flood lasts).
+    assert!(
+        limited >= (total - allowed) * 9 / 10,
+        "{limited} refused by the per-address limit: {seen:?}"
+    );
+    assert!(
+        busy > 0,
+        "the password checks' queue never filled: {seen:?}"
+    );
+    assert!(
+        seen.keys().all(|s| matches!(s, 401 | 429 | 503)),
+        "an unexpected answer: {seen:?}"
+    );
+    assert!(
+        stormy < 50_000,
+        "tick p99 {stormy} µs with the login flood (calm: {calm} µs), over the 50 ms tick period"
+    );
+    flood.abort();
+    honest.finish().await;
 }

@@ -88,6 +88,9 @@ pub enum ApiError {
     /// Too many attempts from this address.
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// Too many password checks are waiting (a login flood from many addresses).
+    #[error("too many logins at once; retry in a second")]
+    Busy,
     /// The store cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(StoreError),
@@ -107,7 +110,7 @@ impl ApiError {
             Self::UsernameTaken => StatusCode::CONFLICT,
             Self::InvalidCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +130,7 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::InvalidToken => "invalid_token",
             Self::RateLimited(_) => "rate_limited",
+            Self::Busy => "busy",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -164,6 +168,9 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from(limited.retry_after_secs()),
                 );
+            }
+            Self::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             Self::InvalidToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -210,7 +217,10 @@ impl From<AuthError> for ApiError {
 
 impl From<PasswordError> for ApiError {
     fn from(e: PasswordError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            PasswordError::Busy => Self::Busy,
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -298,7 +308,8 @@ struct GuestResponse {
 
 /// Count the attempts at the token-issuing routes by outcome, for
 /// `meridian_login_attempts_total{route, result}`: `ok`, `refused` (bad
-/// credentials or input), `rate_limited`, or `error` (the server failed).
+/// credentials or input), `rate_limited`, `unavailable` (the store is down or
+/// the password checks are full), or `error` (the server failed).
 async fn count(request: Request, next: Next) -> Response {
     let route = match request.uri().path() {
         "/api/register" => "register",
@@ -313,6 +324,8 @@ async fn count(request: Request, next: Next) -> Response {
         "ok"
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         "rate_limited"
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
+        "unavailable"
     } else if status.is_client_error() {
         "refused"
     } else {

@@ -2,6 +2,7 @@
 //! scheduling priority, so that a login storm never occupies the async
 //! threads and never takes CPU the game needs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,13 @@ use tokio::sync::{oneshot, OnceCell};
 /// storm, players do not. When the cores are idle, hashes run at full speed.
 pub const HASH_NICE: i32 = 19;
 
+/// Hashes that may wait per hashing thread. A hash takes tens of
+/// milliseconds in a release build, so a full queue is about a second and a
+/// half of work; past it a login is refused at once (`Busy`) rather than
+/// queued behind a flood from many addresses, which would hold its
+/// connection and memory and answer it only after its client gave up.
+pub const QUEUED_PER_THREAD: usize = 32;
+
 /// Why hashing or verification failed. Neither carries the password.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -28,6 +36,9 @@ pub enum PasswordError {
     /// The hashing thread died or the hasher is shutting down.
     #[error("password hashing is unavailable")]
     Unavailable,
+    /// Too many hashes are waiting already.
+    #[error("too many password checks are waiting")]
+    Busy,
 }
 
 /// Hash a password with Argon2id and a random salt, returning a PHC string
@@ -72,18 +83,34 @@ pub struct Hasher {
     /// hashes: more would only queue in the kernel's scheduler and slow every
     /// request down together.
     jobs: std_mpsc::Sender<Job>,
+    /// Jobs sent and not finished (queued or running).
+    pending: Arc<AtomicUsize>,
+    /// The most `pending` may reach.
+    max_pending: usize,
     /// A hash of a random password, verified against when the account does not
     /// exist so that "no such user" costs as much time as "wrong password".
     dummy: OnceCell<String>,
 }
 
 impl Hasher {
-    /// A hasher with `threads` (at least one) hashing threads.
+    /// A hasher with `threads` (at least one) hashing threads, each with
+    /// `QUEUED_PER_THREAD` hashes that may wait for it.
     ///
     /// # Panics
     /// If the operating system refuses to start a thread.
     #[must_use]
     pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        Self::with_queue(threads, threads * (QUEUED_PER_THREAD + 1))
+    }
+
+    /// A hasher with `threads` (at least one) hashing threads and at most
+    /// `max_pending` hashes waiting or running at once.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread.
+    #[must_use]
+    pub fn with_queue(threads: usize, max_pending: usize) -> Self {
         let (jobs, queue) = std_mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
@@ -109,6 +136,8 @@ impl Hasher {
         }
         Self {
             jobs,
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending: max_pending.max(1),
             dummy: OnceCell::new(),
         }
     }
@@ -157,12 +186,23 @@ impl Hasher {
     }
 
     /// Run `work` on a hashing thread once one is free.
+    ///
+    /// # Errors
+    /// `PasswordError::Busy` at once when `max_pending` jobs are waiting or
+    /// running; `Unavailable` if the threads are gone; else what `work` says.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
+        let taken = self.pending.fetch_add(1, Ordering::AcqRel);
+        let slot = Pending(Arc::clone(&self.pending));
+        if taken >= self.max_pending {
+            return Err(PasswordError::Busy);
+        }
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
+            // The slot is given back when the job is done or dropped unrun.
+            let _slot = slot;
             // A request abandoned while queued (its client gave up) costs nothing.
             if !reply.is_closed() {
                 let _ = reply.send(work());
@@ -172,6 +212,21 @@ impl Hasher {
             .send(job)
             .map_err(|_| PasswordError::Unavailable)?;
         answer.await.map_err(|_| PasswordError::Unavailable)?
+    }
+
+    /// Hashes waiting or running now.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+/// One job's place in the hasher's queue, given back when dropped.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -223,6 +278,38 @@ mod tests {
         assert!(!hasher.verify("nope".into(), Some(phc)).await.unwrap());
         assert!(!hasher.verify("hunter2hunter2".into(), None).await.unwrap());
         assert!(hasher.dummy.get().is_some(), "the dummy hash was used");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_frees_as_jobs_finish() {
+        let hasher = Arc::new(Hasher::with_queue(1, 2));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            let (hasher, held) = (Arc::clone(&hasher), Arc::clone(&held));
+            busy.push(tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        let _ = held.lock().unwrap().recv();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        while hasher.pending() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.run(|| Ok(())).await;
+        assert!(matches!(refused, Err(PasswordError::Busy)), "{refused:?}");
+        assert_eq!(hasher.pending(), 2, "a refusal holds no place");
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for job in busy {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(hasher.pending(), 0);
+        hasher.run(|| Ok(())).await.unwrap();
     }
 
     #[cfg(target_os = "linux")]
