@@ -60,10 +60,8 @@ pub async fn serve(
     let fanout = fanout::FanOut::start(&hub, cores);
     let app = connection::router(Arc::new(connection::Baseline { hub, fanout }));
     let served = axum::serve(
-        listener.tap_io(|tcp| {
-            // As the shard: updates are small and latency-bound.
-            let _ = tcp.set_nodelay(true);
-        }),
+        // The shard's socket settings, so that the two transports are one.
+        listener.tap_io(|tcp| meridian_server::net::tune_socket(tcp)),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)

@@ -301,10 +301,8 @@ impl Server {
                 self.config.trusted_proxies.clone(),
             )));
         let game = axum::serve(
-            HeaderDeadline::new(self.game, HEADER_TIMEOUT).tap_io(|io| {
-                // Updates are small and latency-bound: never wait to coalesce them.
-                let _ = io.get_ref().set_nodelay(true);
-            }),
+            HeaderDeadline::new(self.game, HEADER_TIMEOUT)
+                .tap_io(|io| net::tune_socket(io.get_ref())),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(self.stop.clone().cancelled_owned());

@@ -712,12 +712,12 @@ fn apply(view: &mut View, message: &ServerMessage) {
 /// only gives up after `WRITE_TIMEOUT`, 10 s, blocked), and when it reads
 /// again its view converges to where the neighbours are now.
 ///
-/// Measured on loopback: the ~300 KB of JSON `Update`s sent during the pause
-/// (about 130 frames) all sit in the kernel's socket buffers, which Linux
-/// grows to megabytes on loopback, so the server's writer never even blocks
-/// within 5 s and nothing accumulates in the server process. For the same
-/// reason a client that never reads would take over a minute at this rate to
-/// make a write block for `WRITE_TIMEOUT`; that path is not tested here.
+/// Measured on loopback: much of what is sent during the pause sits in the
+/// kernel's socket buffers (the server's send buffer is bounded at 64 KiB,
+/// the client's receive buffer grows on loopback), so the server's writer
+/// barely blocks within 5 s and nothing accumulates in the server process.
+/// A client that never reads is dropped after `WRITE_TIMEOUT` blocked, with
+/// memory flat: `slow_consumers.rs`.
 #[tokio::test]
 async fn a_client_that_stops_reading_catches_up_to_current_state() {
     const NEIGHBOURS: usize = 30;

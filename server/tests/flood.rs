@@ -12,14 +12,14 @@
 mod util;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
-use util::{offset, Client, TestServer, CENTER};
+use util::movers::Movers;
+use util::{offset, TestServer, CENTER};
 
 const HONEST: usize = 500;
 /// The login flood: this many addresses, each sending `LOGINS_EACH`.
@@ -49,98 +49,16 @@ async fn next_window_p99(server: &TestServer) -> u64 {
     }
 }
 
-/// Honest players: a move every 200 ms each, frames read as they come (not
-/// decoded: 500 decoders would be the test's bottleneck, not the shard's).
-struct Honest {
-    stop: Arc<AtomicBool>,
-    moves: Arc<AtomicU64>,
-    players: Vec<tokio::task::JoinHandle<bool>>,
-}
-
-impl Honest {
-    /// `HONEST` bots minted through the admin API, connected and moving.
-    async fn start(server: &TestServer) -> Self {
-        let (sw, ne) = (offset(CENTER, -150.0, -150.0), offset(CENTER, 150.0, 150.0));
-        let (_, minted) = server
-            .ops_post(
-                "/admin/bots",
-                Some(OPS_TOKEN),
-                serde_json::json!({
-                    "count": HONEST, "prefix": "honest", "world": "arena",
-                    "within": [sw.lon, sw.lat, ne.lon, ne.lat],
-                }),
-            )
-            .await;
-        let tokens: Vec<String> = minted["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["token"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(tokens.len(), HONEST);
-        let stop = Arc::new(AtomicBool::new(false));
-        let moves = Arc::new(AtomicU64::new(0));
-        let mut players = Vec::new();
-        for token in tokens {
-            let mut client =
-                Client::connect(server.game, Encoding::Bincode, Some(&token), Some("arena"))
-                    .await
-                    .unwrap();
-            client.welcome().await;
-            let (stop, moves) = (Arc::clone(&stop), Arc::clone(&moves));
-            players.push(tokio::spawn(async move {
-                let mut at = client.position;
-                let mut seq = 0u32;
-                let mut every = tokio::time::interval(Duration::from_millis(200));
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::select! {
-                        _ = every.tick() => {
-                            seq += 1;
-                            // Back and forth along a metre, well inside the box.
-                            at = offset(at, if seq % 2 == 0 { 1.0 } else { -1.0 }, 0.0);
-                            let frame = Encoding::Bincode.encode(&ClientMessage::Move {
-                                seq, lon: at.lon, lat: at.lat, heading: 0.0, accuracy_m: None, fix_time_ms: None,
-                            });
-                            if client.socket.send(Message::Binary(frame.into())).await.is_err() {
-                                return false;
-                            }
-                            moves.fetch_add(1, Ordering::Relaxed);
-                        }
-                        frame = client.socket.next() => match frame {
-                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
-                            Some(Ok(_)) => {}
-                        },
-                    }
-                }
-                true
-            }));
-        }
-        Self {
-            stop,
-            moves,
-            players,
-        }
-    }
-
-    /// Every player still moving, and connected to the end.
-    async fn finish(self) {
-        let before = self.moves.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(
-            self.moves.load(Ordering::Relaxed) > before + HONEST as u64 * 3,
-            "the honest players stalled"
-        );
-        self.stop.store(true, Ordering::Relaxed);
-        for player in self.players {
-            assert!(player.await.unwrap(), "an honest player was disconnected");
-        }
-    }
+/// `HONEST` players moving in a 300 m box around the centre.
+async fn honest(server: &TestServer) -> Movers {
+    let (sw, ne) = (offset(CENTER, -150.0, -150.0), offset(CENTER, 150.0, 150.0));
+    Movers::start(server, OPS_TOKEN, "honest", HONEST, (sw, ne)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_is_throttled_then_kicked_while_honest_players_keep_the_tick() {
     let server = TestServer::start_with(|c| c.ops_token = Some(OPS_TOKEN.into())).await;
-    let honest = Honest::start(&server).await;
+    let honest = honest(&server).await;
     let calm = next_window_p99(&server).await;
 
     // The flooder: moves at 300 a second, ten times CLIENT_MSG_RATE.
@@ -220,7 +138,7 @@ async fn login_from(game: std::net::SocketAddr, from: std::net::IpAddr, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_from_many_addresses_is_capped_while_honest_players_keep_the_tick() {
     let server = TestServer::start_with(|c| c.ops_token = Some(OPS_TOKEN.into())).await;
-    let honest = Honest::start(&server).await;
+    let honest = honest(&server).await;
     let calm = next_window_p99(&server).await;
 
     // The flood: unknown names, so only the per-address limit and the

@@ -33,7 +33,7 @@ use crate::world::interest::View;
 use crate::world::WorldHandle;
 
 pub use fanout::FanOut;
-pub use upgrade::{negotiate, router};
+pub use upgrade::{negotiate, router, tune_socket};
 
 /// How long a socket may take to authenticate before it is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);

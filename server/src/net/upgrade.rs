@@ -28,6 +28,21 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// stopped reading, and the write blocks (see `WRITE_TIMEOUT`).
 const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
 
+/// The kernel's send buffer per game socket (Linux doubles it for its own
+/// bookkeeping). One tick's frame is a few KiB, so this holds dozens of
+/// ticks; left to itself Linux grows a socket whose client stops reading to
+/// `net.ipv4.tcp_wmem`'s 4 MiB, and a stuck client would then take minutes
+/// to block a write (`WRITE_TIMEOUT`) while holding that much kernel memory.
+const SEND_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Set up an accepted game socket: no Nagle delay (updates are small and
+/// latency-bound, never worth coalescing) and a bounded send buffer. The
+/// transport baseline calls this too.
+pub fn tune_socket(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
+}
+
 /// Query parameters of `/ws`.
 #[derive(Debug, Deserialize)]
 struct WsQuery {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod movers;
 pub mod pg;
 pub mod redis;
 
