@@ -277,7 +277,7 @@ async fn login_returns_a_token_that_authenticates() {
 
     let identity = server.auth.authenticate(token).await.unwrap();
     assert_eq!(identity.user_id, user_id);
-    assert_eq!(identity.username, "alice");
+    assert_eq!(identity.name, "alice");
     assert_eq!(identity.roles, vec![Role::Player]);
     assert_eq!(identity.session_id, uuid(&reply.body["session_id"]));
 
@@ -354,7 +354,7 @@ async fn guests_are_created_and_recognised_by_their_device() {
         .await
         .unwrap();
     assert_eq!(identity.user_id, uuid(&first.body["user_id"]));
-    assert_eq!(identity.username, username);
+    assert_eq!(identity.name, username);
 
     // The same device logs into the same account, with a new session.
     let again = server

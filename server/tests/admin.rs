@@ -48,6 +48,7 @@ async fn admin_token(server: &TestServer) -> String {
     let user = User {
         id: Uuid::now_v7(),
         username: "boss".into(),
+        display_name: None,
         password_hash: Some(hash_password(password).unwrap()),
         device_hash: None,
         roles: vec![Role::Admin],

@@ -333,6 +333,7 @@ fn user(name: &str) -> User {
     User {
         id: Uuid::now_v7(),
         username: format!("{name}-{}", Uuid::now_v7().simple()),
+        display_name: None,
         password_hash: None,
         device_hash: Some(Uuid::now_v7().simple().to_string()),
         roles: vec![Role::Player],
@@ -474,6 +475,7 @@ async fn profiles_are_cached_for_five_minutes_and_dropped_on_write() {
     let expected = Profile {
         id: alice.id,
         username: alice.username.clone(),
+        display_name: None,
         roles: vec![Role::Player],
         team,
     };

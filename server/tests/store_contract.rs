@@ -33,6 +33,7 @@ async fn run_contract(store: &dyn Store) {
     users_round_trip_with_roles(store).await;
     taken_username_or_device_is_a_conflict(store).await;
     profiles_are_accounts_without_secrets(store).await;
+    display_names_are_stored_verbatim(store).await;
     teams_are_seeded_in_display_order(store).await;
     new_accounts_join_the_team_with_the_fewest_members(store).await;
     sessions_can_be_revoked_once(store).await;
@@ -62,6 +63,7 @@ fn new_user(roles: Vec<Role>) -> User {
     User {
         id: Uuid::now_v7(),
         username: unique("user"),
+        display_name: None,
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         device_hash: None,
         roles,
@@ -287,6 +289,7 @@ async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
     let expected = Profile {
         id: admin.id,
         username: admin.username.clone(),
+        display_name: None,
         roles: vec![Role::Player, Role::Admin],
         team: Some(teams[1].clone()),
     };
@@ -300,6 +303,28 @@ async fn profiles_are_accounts_without_secrets(store: &dyn Store) {
         "the same when asked again"
     );
     assert_eq!(store.profile(Uuid::now_v7()).await.unwrap(), None);
+}
+
+async fn display_names_are_stored_verbatim(store: &dyn Store) {
+    // Bound as parameters, so SQL in a name is only text.
+    for name in [
+        "Robert'); DROP TABLE users;--",
+        "O'Brien \"Bobby\" ; -- 名前 \\ %_",
+    ] {
+        let user = User {
+            display_name: Some(name.to_owned()),
+            ..new_user(vec![])
+        };
+        store.create_user(&user).await.unwrap();
+        let found = store.user_by_id(user.id).await.unwrap().unwrap();
+        assert_eq!(found.display_name.as_deref(), Some(name));
+        let profile = store.profile(user.id).await.unwrap().unwrap();
+        assert_eq!(profile.shown_name(), name);
+    }
+    // Every table is still there, and an account without one shows its username.
+    let plain = created_user(store).await;
+    let profile = store.profile(plain.id).await.unwrap().unwrap();
+    assert_eq!(profile.shown_name(), plain.username);
 }
 
 /// The teams' names, in display order.

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::input::{
-    validate_device_id, validate_password, validate_team, validate_username, InputError,
+    validate_device_id, validate_display_name, validate_password, validate_team, validate_username,
+    InputError,
 };
 use super::limiter::RateLimited;
 use super::password::PasswordError;
@@ -123,6 +124,7 @@ impl ApiError {
             Self::ContentType => "unsupported_media_type",
             Self::TooLarge => "body_too_large",
             Self::Input(InputError::Username(_)) => "invalid_username",
+            Self::Input(InputError::DisplayName(_)) => "invalid_display_name",
             Self::Input(InputError::Password(_)) => "invalid_password",
             Self::Input(InputError::DeviceId(_)) => "invalid_device_id",
             Self::Input(InputError::Team(_)) => "invalid_team",
@@ -248,6 +250,9 @@ struct Credentials {
 struct Registration {
     username: String,
     password: String,
+    /// The name other players see; absent shows the username.
+    #[serde(default)]
+    display_name: Option<String>,
     /// The team to join; absent or `null` joins the one with the fewest members.
     #[serde(default)]
     team: Option<String>,
@@ -258,6 +263,10 @@ struct Registration {
 struct GuestRequest {
     /// The device secret of an existing guest account, or of a new one.
     device_id: Option<String>,
+    /// The name other players see, for a new account; absent shows its
+    /// generated username.
+    #[serde(default)]
+    display_name: Option<String>,
     /// The team a new guest account joins; absent or `null` joins the one
     /// with the fewest members. An existing account keeps its team.
     #[serde(default)]
@@ -278,6 +287,8 @@ struct LoginResponse {
     user_id: Uuid,
     session_id: Uuid,
     username: String,
+    /// The name other players see (`null`: the username).
+    display_name: Option<String>,
     /// The account's team (`null` only for an account that never got one).
     team: Option<String>,
     /// Access-token expiry, Unix milliseconds.
@@ -292,6 +303,7 @@ impl From<Grant> for LoginResponse {
             user_id: grant.user_id,
             session_id: grant.session_id,
             username: grant.username,
+            display_name: grant.display_name,
             team: grant.team,
             expires_at: grant.expires_at_ms,
         }
@@ -347,7 +359,8 @@ async fn rate_limit(
     Ok(next.run(request).await)
 }
 
-/// `POST /api/register {"username","password","team"?}` → 201 with a token,
+/// `POST /api/register {"username","password","display_name"?,"team"?}` →
+/// 201 with a token,
 /// as login: the new account is logged in, which spares the client a second
 /// password check.
 async fn register(
@@ -356,6 +369,11 @@ async fn register(
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password, &body.username)?;
+    let display_name = body
+        .display_name
+        .as_deref()
+        .map(validate_display_name)
+        .transpose()?;
     if let Some(team) = &body.team {
         validate_team(team, &auth.teams)?;
     }
@@ -363,6 +381,7 @@ async fn register(
     let user = User {
         id: Uuid::now_v7(),
         username: body.username,
+        display_name,
         password_hash: Some(password_hash),
         device_hash: None,
         roles: vec![Role::Player],
@@ -398,7 +417,7 @@ async fn login(
     Ok(Json(grant.into()))
 }
 
-/// `POST /api/guest` with an optional `{"device_id","team"}` → 200 with a
+/// `POST /api/guest` with an optional `{"device_id","display_name","team"}` → 200 with a
 /// token and the device secret, creating the guest account on first use.
 async fn guest(
     State(auth): State<Arc<Auth>>,
@@ -416,6 +435,11 @@ async fn guest(
     if let Some(team) = &request.team {
         validate_team(team, &auth.teams)?;
     }
+    let display_name = request
+        .display_name
+        .as_deref()
+        .map(validate_display_name)
+        .transpose()?;
     let device_id = match request.device_id {
         Some(device_id) => {
             validate_device_id(&device_id)?;
@@ -430,7 +454,7 @@ async fn guest(
     let device_hash = hex::encode(Sha256::digest(device_id.as_bytes()));
     let user = match auth.store.user_by_device(&device_hash).await? {
         Some(user) => user,
-        None => create_guest(&auth, &device_hash, request.team).await?,
+        None => create_guest(&auth, &device_hash, display_name, request.team).await?,
     };
     let grant = auth.open_session(&user).await?;
     tracing::info!(user_id = %user.id, session_id = %grant.session_id, "guest logged in");
@@ -440,11 +464,13 @@ async fn guest(
     }))
 }
 
-/// Create a guest account for a device, with a generated `guest-<8 hex>` name,
-/// in `team` or (when `None`) the team with the fewest members.
+/// Create a guest account for a device, with a generated `guest-<8 hex>` name
+/// (shown as `display_name` if given), in `team` or (when `None`) the team
+/// with the fewest members.
 async fn create_guest(
     auth: &Auth,
     device_hash: &str,
+    display_name: Option<String>,
     team: Option<String>,
 ) -> Result<User, ApiError> {
     for _ in 0..GUEST_NAME_ATTEMPTS {
@@ -453,6 +479,7 @@ async fn create_guest(
         let user = User {
             id: Uuid::now_v7(),
             username: format!("{}{}", super::input::GUEST_PREFIX, hex::encode(suffix)),
+            display_name: display_name.clone(),
             password_hash: None,
             device_hash: Some(device_hash.to_owned()),
             roles: vec![Role::Player],

@@ -71,6 +71,7 @@ impl Auth {
                 let user = User {
                     id: Uuid::now_v7(),
                     username: username.to_owned(),
+                    display_name: None,
                     password_hash: None,
                     device_hash: Some(hex::encode(Sha256::digest(secret))),
                     roles: vec![Role::Player],

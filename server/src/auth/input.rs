@@ -1,5 +1,6 @@
 //! Validation of what clients send to the account endpoints: usernames,
-//! passwords, guest device secrets and teams, each refused with a clear reason.
+//! display names, passwords, guest device secrets and teams, each refused with
+//! a clear reason.
 
 /// Prefix of generated guest usernames, reserved so that no one can register a
 /// name a guest account could be given.
@@ -9,6 +10,8 @@ pub const GUEST_PREFIX: &str = "guest-";
 pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=32;
 /// Allowed password lengths, in bytes (the upper bound keeps hashing cheap to refuse).
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=128;
+/// Allowed display name lengths, in characters (after trimming).
+pub const DISPLAY_NAME_LEN: std::ops::RangeInclusive<usize> = 1..=32;
 /// Allowed guest device secret lengths, in characters.
 pub const DEVICE_ID_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 
@@ -18,6 +21,9 @@ pub enum InputError {
     /// The username breaks a rule.
     #[error("{0}")]
     Username(&'static str),
+    /// The display name breaks a rule.
+    #[error("{0}")]
+    DisplayName(&'static str),
     /// The password breaks a rule.
     #[error("{0}")]
     Password(&'static str),
@@ -27,6 +33,28 @@ pub enum InputError {
     /// The chosen team does not exist; the message lists the ones that do.
     #[error("{0}")]
     Team(String),
+}
+
+/// Check a display name and return it trimmed: 1 to 32 characters of any
+/// script and punctuation, quotes and semicolons included (it is only ever
+/// bound as a query parameter and shown as text), but no control or bidi
+/// characters, which could disturb other players' screens.
+///
+/// # Errors
+/// `InputError::DisplayName` naming the broken rule.
+pub fn validate_display_name(name: &str) -> Result<String, InputError> {
+    let name = name.trim();
+    if !DISPLAY_NAME_LEN.contains(&name.chars().count()) {
+        return Err(InputError::DisplayName(
+            "display name must be 1 to 32 characters long",
+        ));
+    }
+    if crate::world::chat::clean(name) != name {
+        return Err(InputError::DisplayName(
+            "display name may not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// Check a new username: 3 to 32 characters of `A-Z a-z 0-9 _ . -`, starting

@@ -45,8 +45,9 @@ pub struct Identity {
     pub user_id: Uuid,
     /// The session the token names (revocable).
     pub session_id: Uuid,
-    /// The account's username, shown to other players.
-    pub username: String,
+    /// The name shown to other players: the account's display name, or its
+    /// username when it chose none.
+    pub name: String,
     /// The account's roles.
     pub roles: Vec<Role>,
 }
@@ -80,6 +81,8 @@ pub struct Grant {
     pub user_id: Uuid,
     /// The account's username.
     pub username: String,
+    /// The name it chose to be shown by, if any.
+    pub display_name: Option<String>,
     /// The account's team; `None` only for an account no team was ever
     /// assigned to.
     pub team: Option<String>,
@@ -181,7 +184,7 @@ impl Auth {
         Ok(Identity {
             user_id: claims.sub,
             session_id: claims.sid,
-            username: claims.name,
+            name: claims.name,
             roles: claims.roles,
         })
     }
@@ -202,12 +205,7 @@ impl Auth {
         };
         let refresh = RefreshToken::generate(session.id);
         self.store.create_session(&session, &refresh.hash).await?;
-        let account = Profile {
-            id: user.id,
-            username: user.username.clone(),
-            roles: user.roles.clone(),
-            team: user.team.clone(),
-        };
+        let account = Profile::from(user.clone());
         self.grant(session.id, &account, refresh.token)
     }
 
@@ -219,9 +217,9 @@ impl Auth {
         account: &Profile,
         refresh_token: String,
     ) -> Result<Grant, AuthError> {
-        let claims = self
-            .tokens
-            .claims(account.id, session_id, &account.username, &account.roles);
+        let claims =
+            self.tokens
+                .claims(account.id, session_id, account.shown_name(), &account.roles);
         let token = self
             .tokens
             .sign(&claims)
@@ -232,6 +230,7 @@ impl Auth {
             session_id,
             user_id: account.id,
             username: account.username.clone(),
+            display_name: account.display_name.clone(),
             team: account.team.clone(),
             expires_at_ms: claims.expires_at_ms(),
         })

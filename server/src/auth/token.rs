@@ -28,7 +28,7 @@ pub struct Claims {
     pub sub: Uuid,
     /// The session id; the session must still be live for the token to count.
     pub sid: Uuid,
-    /// The account's username.
+    /// The name shown to other players (the display name, else the username).
     pub name: String,
     /// The account's roles when the token was issued.
     pub roles: Vec<Role>,

@@ -276,7 +276,7 @@ async fn establish(
         request: JoinRequest {
             user_id: identity.user_id,
             session_id: identity.session_id,
-            name: identity.username,
+            name: identity.name,
             epoch,
             stored,
             team,

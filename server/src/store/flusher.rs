@@ -178,6 +178,7 @@ mod tests {
         let user = User {
             id: Uuid::now_v7(),
             username: "walker".into(),
+            display_name: None,
             password_hash: None,
             device_hash: None,
             roles: vec![],

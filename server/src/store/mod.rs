@@ -89,6 +89,8 @@ pub struct User {
     pub id: Uuid,
     /// Unique login name (guests get a generated one).
     pub username: String,
+    /// The name other players see, if the account chose one (else the username).
+    pub display_name: Option<String>,
     /// Argon2id PHC string; `None` for a guest account.
     pub password_hash: Option<String>,
     /// SHA-256 (hex) of a guest account's device secret; `None` for named accounts.
@@ -110,6 +112,9 @@ pub struct Profile {
     pub id: Uuid,
     /// Its username.
     pub username: String,
+    /// The name it chose to be shown by, if any.
+    #[serde(default)]
+    pub display_name: Option<String>,
     /// Its roles.
     pub roles: Vec<Role>,
     /// Its team; `None` only for an account no team was ever assigned to.
@@ -117,11 +122,20 @@ pub struct Profile {
     pub team: Option<String>,
 }
 
+impl Profile {
+    /// The name other players see: the chosen one, or the username.
+    #[must_use]
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.username)
+    }
+}
+
 impl From<User> for Profile {
     fn from(user: User) -> Self {
         Self {
             id: user.id,
             username: user.username,
+            display_name: user.display_name,
             roles: user.roles,
             team: user.team,
         }

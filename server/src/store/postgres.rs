@@ -142,7 +142,7 @@ impl PgStore {
     async fn load_user(&self, column: &str, key: Key<'_>) -> Result<Option<User>, StoreError> {
         // `column` is one of three fixed names chosen by the callers below, never input.
         let sql = format!(
-            "SELECT u.id, u.username, u.password_hash, u.device_hash, {created}, \
+            "SELECT u.id, u.username, u.display_name, u.password_hash, u.device_hash, {created}, \
                     coalesce((SELECT array_agg(r.name) FROM user_roles ur \
                               JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), \
                              '{{}}') AS roles, \
@@ -169,6 +169,7 @@ impl PgStore {
             Ok(User {
                 id: row.try_get("id").map_err(db_error)?,
                 username: row.try_get("username").map_err(db_error)?,
+                display_name: row.try_get("display_name").map_err(db_error)?,
                 password_hash: row.try_get("password_hash").map_err(db_error)?,
                 device_hash: row.try_get("device_hash").map_err(db_error)?,
                 roles,
@@ -210,14 +211,15 @@ impl Store for PgStore {
         // The account, its roles and its profile appear together or not at all.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO users (id, username, password_hash, device_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000), to_timestamp($5::float8 / 1000))",
+            "INSERT INTO users (id, username, password_hash, device_hash, created_at, updated_at, display_name) \
+             VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000), to_timestamp($5::float8 / 1000), $6)",
         )
         .bind(user.id)
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(&user.device_hash)
         .bind(user.created_at_ms)
+        .bind(&user.display_name)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;

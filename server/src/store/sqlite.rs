@@ -137,7 +137,7 @@ impl SqliteStore {
     async fn load_user(&self, column: &str, key: &str) -> Result<Option<User>, StoreError> {
         // `column` is one of three fixed names chosen by the callers below, never input.
         let sql = format!(
-            "SELECT u.id, u.username, u.password_hash, u.device_hash, u.created_at_ms, \
+            "SELECT u.id, u.username, u.display_name, u.password_hash, u.device_hash, u.created_at_ms, \
                     (SELECT group_concat(r.name, ',') FROM user_roles ur \
                        JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id) AS roles, \
                     p.team \
@@ -163,6 +163,7 @@ impl SqliteStore {
             Ok(User {
                 id: uuid(&row, "id")?,
                 username: row.try_get("username").map_err(db_error)?,
+                display_name: row.try_get("display_name").map_err(db_error)?,
                 password_hash: row.try_get("password_hash").map_err(db_error)?,
                 device_hash: row.try_get("device_hash").map_err(db_error)?,
                 roles,
@@ -198,14 +199,15 @@ impl Store for SqliteStore {
         // concurrent sign-ups, each sees the ones before it.
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, password_hash, device_hash, created_at_ms, updated_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            "INSERT INTO users (id, username, password_hash, device_hash, created_at_ms, updated_at_ms, display_name) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
         )
         .bind(user.id.hyphenated())
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(&user.device_hash)
         .bind(user.created_at_ms)
+        .bind(&user.display_name)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
