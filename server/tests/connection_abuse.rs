@@ -13,8 +13,6 @@ use futures_util::StreamExt;
 use meridian_protocol::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use util::{offset, Client, TestServer, CENTER};
 
 const CAP: usize = 20;
@@ -44,26 +42,9 @@ async fn player_from_elsewhere(server: &TestServer) -> Client {
         .await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let tcp = socket.connect(server.game).await.unwrap();
-    let mut request = format!("ws://{}/ws?world=arena", server.game)
-        .into_client_request()
-        .unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(Encoding::Json.subprotocol()),
-    );
-    headers.insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let (socket, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .expect("a player from another address is let in");
-    let mut client = Client::wrap(socket, Encoding::Json);
-    client.welcome().await;
-    client
+    Client::connect_over(socket, server.game, Encoding::Json, &token, "arena")
+        .await
+        .expect("a player from another address is let in")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

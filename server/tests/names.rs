@@ -35,6 +35,20 @@ async fn named_guest(server: &TestServer, name: &str, at: meridian_protocol::Lon
     client
 }
 
+/// The name `client` is shown `player` under when it comes into view.
+async fn name_seen(client: &mut Client, player: Uuid) -> String {
+    client
+        .until(|m| match m {
+            ServerMessage::Update(u) => u
+                .entered
+                .iter()
+                .find(|e| e.player_id == player)
+                .map(|e| e.name.clone()),
+            _ => None,
+        })
+        .await
+}
+
 async fn names_and_chat_are_shown_verbatim(server: &TestServer) {
     // A registered speaker and a guest listener 20 m apart.
     let (status, body) = server
@@ -65,29 +79,9 @@ async fn names_and_chat_are_shown_verbatim(server: &TestServer) {
     let mut listener = named_guest(server, LISTENER, offset(CENTER, 20.0, 0.0)).await;
 
     // Each sees the other under the chosen name.
-    let seen = listener
-        .until(|m| match m {
-            ServerMessage::Update(u) => u
-                .entered
-                .iter()
-                .find(|e| e.player_id == speaker_id)
-                .map(|e| e.name.clone()),
-            _ => None,
-        })
-        .await;
-    assert_eq!(seen, SPEAKER);
+    assert_eq!(name_seen(&mut listener, speaker_id).await, SPEAKER);
     let listener_id = listener.player_id;
-    let seen = speaker
-        .until(|m| match m {
-            ServerMessage::Update(u) => u
-                .entered
-                .iter()
-                .find(|e| e.player_id == listener_id)
-                .map(|e| e.name.clone()),
-            _ => None,
-        })
-        .await;
-    assert_eq!(seen, LISTENER);
+    assert_eq!(name_seen(&mut speaker, listener_id).await, LISTENER);
 
     // What is said arrives as it was said, under the name, on both channels.
     for (channel, text) in [ChatChannel::World, ChatChannel::Nearby]

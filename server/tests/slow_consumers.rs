@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use meridian_protocol::Encoding;
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use util::movers::{mint, Movers};
 use util::{offset, Client, TestServer, CENTER};
 
@@ -47,26 +45,9 @@ fn mib(bytes: u64) -> f64 {
 async fn slow_client(server: &TestServer, token: &str) -> Client {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(server.game).await.unwrap();
-    let mut request = format!("ws://{}/ws?world=arena", server.game)
-        .into_client_request()
-        .unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(Encoding::Json.subprotocol()),
-    );
-    headers.insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let (socket, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    let mut client = Client::wrap(socket, Encoding::Json);
-    client.welcome().await;
-    client
+    Client::connect_over(socket, server.game, Encoding::Json, token, "arena")
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -426,25 +426,28 @@ impl Client {
         bearer: Option<&str>,
         world: Option<&str>,
     ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-        let url = match world {
-            Some(world) => format!("ws://{addr}/ws?world={world}"),
-            None => format!("ws://{addr}/ws"),
-        };
-        let mut request = url.into_client_request().unwrap();
-        if let Some(protocol) = subprotocol {
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_str(protocol).unwrap(),
-            );
-        }
-        if let Some(token) = bearer {
-            request.headers_mut().insert(
-                "Authorization",
-                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-            );
-        }
+        let request = ws_request(addr, subprotocol, bearer, world);
         let (socket, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(socket)
+    }
+
+    /// Connect by header over a TCP socket the test set up itself (bound to
+    /// another source address, or with a small buffer), and take the
+    /// `Welcome`.
+    pub async fn connect_over(
+        tcp: tokio::net::TcpSocket,
+        addr: SocketAddr,
+        encoding: Encoding,
+        token: &str,
+        world: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let stream = tcp.connect(addr).await?;
+        let request = ws_request(addr, Some(encoding.subprotocol()), Some(token), Some(world));
+        let (socket, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        let mut client = Self::wrap(socket, encoding);
+        client.welcome().await;
+        Ok(client)
     }
 
     pub fn wrap(socket: Socket, encoding: Encoding) -> Self {
@@ -648,6 +651,34 @@ impl Client {
 }
 
 /// A free loopback port (bound and released, so a child process can take it).
+/// The upgrade request for `/ws` on `addr`, with a subprotocol, a bearer
+/// token and a world when given.
+fn ws_request(
+    addr: SocketAddr,
+    subprotocol: Option<&str>,
+    bearer: Option<&str>,
+    world: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let url = match world {
+        Some(world) => format!("ws://{addr}/ws?world={world}"),
+        None => format!("ws://{addr}/ws"),
+    };
+    let mut request = url.into_client_request().unwrap();
+    if let Some(protocol) = subprotocol {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
+    }
+    if let Some(token) = bearer {
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+    }
+    request
+}
+
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
