@@ -189,7 +189,7 @@ pub(crate) fn welcome(
 
 /// Connect, authenticate and wait for `Welcome`; returns the socket and
 /// where the server put the player.
-async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), String> {
+pub(crate) async fn join(plan: &Plan, counters: &Counters) -> Result<(Socket, LonLat), String> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     // TCP_NODELAY: moves are tiny and latency is what is measured.
     let (mut socket, _) =

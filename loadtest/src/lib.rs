@@ -9,6 +9,7 @@
 pub mod baseline;
 mod bot;
 mod error;
+pub mod flood;
 mod load;
 mod options;
 pub mod procstat;

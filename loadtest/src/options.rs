@@ -234,6 +234,15 @@ pub struct Options {
     /// Flag rush: the ring's radius in metres.
     #[arg(long, default_value_t = 60.0)]
     pub rush_ring_m: f64,
+    /// Flood: this many extra clients send moves at --flood-hz through the
+    /// steady state, reconnecting whenever they are kicked; each must be
+    /// throttled and kicked (needs minted bots; 0: off).
+    #[arg(long, default_value_t = 0)]
+    pub flooders: usize,
+    /// Flood: moves per second each flooder sends (ten times the shard's
+    /// default CLIENT_MSG_RATE).
+    #[arg(long, default_value_t = 300.0)]
+    pub flood_hz: f64,
 }
 
 impl Options {
@@ -267,6 +276,8 @@ impl Options {
             flag_rush: 0,
             rush_round_s: 20.0,
             rush_ring_m: 60.0,
+            flooders: 0,
+            flood_hz: 300.0,
         }
     }
 
@@ -332,6 +343,14 @@ impl Options {
                 return bad(
                     "--rush-ring-m must be positive and the ring (and its zones) inside the area",
                 );
+            }
+        }
+        if self.flooders > 0 {
+            if self.ops_url.is_none() || self.ops_token.is_none() || self.token_free {
+                return bad("--flooders needs minted tokens: --ops-url and --ops-token, without --token-free");
+            }
+            if !(self.flood_hz > 0.0 && self.flood_hz <= 10_000.0) {
+                return bad("--flood-hz must be in (0, 10000]");
             }
         }
         if !self.login && !self.token_free && (self.ops_url.is_none() || self.ops_token.is_none()) {

@@ -119,6 +119,8 @@ pub struct Report {
     pub bots_process: Option<ProcessStats>,
     /// The flag rush's captures and their check, when one ran.
     pub flag_rush: Option<crate::rush::RushReport>,
+    /// The flooders' sessions and what they were told, when there were any.
+    pub flood: Option<crate::flood::FloodReport>,
 }
 
 impl Report {
@@ -221,6 +223,21 @@ impl Report {
                     r.lost,
                     r.phantom,
                     if r.passed { "ok" } else { "FAILED" }
+                ),
+            );
+        }
+        if let Some(f) = &self.flood {
+            row(
+                "flood",
+                format!(
+                    "{} flooders at {:.0} moves/s: {} sessions, {} throttled, {} kicked, {} failed joins {}",
+                    f.flooders,
+                    f.hz,
+                    f.sessions,
+                    f.rate_limited,
+                    f.kicked,
+                    f.failed,
+                    if f.passed { "ok" } else { "FAILED" }
                 ),
             );
         }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::{self, Plan, Shared};
+use crate::flood::Flood;
 use crate::load::{self, Drivers};
 use crate::procstat::{self, Process, Sampler};
 use crate::report::{Latency, ProcessStats, Report};
@@ -90,6 +91,21 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         let at =
             |t: Instant| now_ms + t.saturating_duration_since(Instant::now()).as_millis() as i64;
         (at(window.0), at(window.1))
+    };
+
+    let flood = if options.flooders > 0 {
+        let tokens = tokens::flooders(&options).await?;
+        Some(Flood::start(
+            tokens,
+            &options.urls,
+            options.world.clone(),
+            encoding,
+            options.flood_hz,
+            window,
+            &shared.stop,
+        ))
+    } else {
+        None
     };
 
     let mut bots = JoinSet::new();
@@ -188,6 +204,10 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     })
     .await;
     bots.abort_all();
+    let flood = match flood {
+        Some(flood) => Some(flood.finish().await),
+        None => None,
+    };
     let _ = tokio::time::timeout(
         STOP_TIMEOUT,
         tokio::task::spawn_blocking(move || drivers.join()),
@@ -239,10 +259,13 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         disconnects: end.disconnects,
         error_rate,
         max_error_rate: options.max_error_rate,
-        passed: error_rate <= options.max_error_rate && flag_rush.as_ref().is_none_or(|r| r.passed),
+        passed: error_rate <= options.max_error_rate
+            && flag_rush.as_ref().is_none_or(|r| r.passed)
+            && flood.as_ref().is_none_or(|f| f.passed),
         server,
         bots_process: me,
         flag_rush,
+        flood,
     })
 }
 

@@ -119,6 +119,28 @@ pub async fn acquire(options: &Options) -> Result<Credentials, LoadtestError> {
     })
 }
 
+/// Tokens for `--flooders`: accounts of their own (`<prefix>-flood-<i>`),
+/// placed in the test area.
+///
+/// # Errors
+/// `LoadtestError::Tokens` if the admin API refuses or cannot be reached.
+pub async fn flooders(options: &Options) -> Result<Vec<String>, LoadtestError> {
+    let http = reqwest::Client::new();
+    let ops = options
+        .ops_url
+        .as_deref()
+        .zip(options.ops_token.as_deref())
+        .ok_or_else(|| {
+            LoadtestError::Options("--flooders needs --ops-url and --ops-token".into())
+        })?;
+    let named = Options {
+        prefix: format!("{}-flood", options.prefix),
+        ..options.clone()
+    };
+    let answer = mint(&http, ops, &named, 0, options.flooders, true).await?;
+    Ok(answer.tokens.into_iter().map(|t| t.token).collect())
+}
+
 /// One call of the admin API: bots `first..first + count`, placed in the test
 /// area when `place`.
 async fn mint(

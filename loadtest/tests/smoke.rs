@@ -1,6 +1,7 @@
 //! The load test against a real shard in this process: a small swarm on the
 //! demo world must all join, walk without a single correction, and measure
-//! acknowledgements and updates.
+//! acknowledgements and updates; flooders beside it must be throttled and
+//! kicked, again and again, without touching the walking bots.
 
 use std::time::Duration;
 
@@ -108,6 +109,47 @@ async fn fifty_bots_walk_the_demo_world_without_corrections() {
     }
     assert_eq!(players, 0, "players still in the world after the bots left");
 
+    shard.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooders_are_kicked_again_and_again_while_the_bots_walk_on() {
+    let shard = Shard::start().await;
+    let (game, ops) = (shard.game, shard.ops);
+    let mut options = Options::new(vec![format!("ws://{game}/ws")]);
+    options.bots = 30;
+    options.ramp = 1.0;
+    options.duration = 4.0;
+    options.flooders = 3;
+    options.ops_url = Some(format!("http://{ops}"));
+    options.ops_token = Some(OPS_TOKEN.into());
+    options.no_server_stats = true;
+    options.quiet = true;
+    let report = meridian_loadtest::run(options)
+        .await
+        .expect("the load test runs");
+    let json = serde_json::to_value(&report).unwrap();
+    println!("{}", report.table());
+
+    let flood = &json["flood"];
+    let sessions = flood["sessions"].as_u64().unwrap();
+    let kicked = flood["kicked"].as_u64().unwrap();
+    assert!(
+        sessions >= 6,
+        "each flooder came back after a kick: {flood}"
+    );
+    assert!(
+        kicked + 3 >= sessions,
+        "every session but the last was kicked: {flood}"
+    );
+    assert!(flood["rate_limited"].as_u64().unwrap() >= kicked, "{flood}");
+    assert_eq!(flood["passed"], true, "{flood}");
+    // The walking bots saw none of it.
+    assert_eq!(json["connected"], 30, "{json:#}");
+    assert_eq!(json["errors"], 0, "{json:#}");
+    assert_eq!(json["kicks"], 0, "{json:#}");
+    assert_eq!(json["disconnects"], 0, "{json:#}");
+    assert_eq!(json["passed"], true, "{json:#}");
     shard.stop().await;
 }
 
