@@ -490,29 +490,50 @@ fn near(flag: &Flag, change: FlagChange) -> Effect {
 }
 
 /// `Enter`/`Leave` for the local players whose presence in the zone changed.
+/// `inside` and the local players present are both kept sorted by entity, so
+/// a crowd in the zone costs a sort and a merge, not every pair compared.
 fn enter_and_leave(flag: &mut Flag, present: &[Presence], now: Instant, effects: &mut Vec<Effect>) {
     let flag_id = flag.id;
-    flag.inside.retain(|(entity, _)| {
-        let still = present.iter().any(|p| p.local && p.entity == *entity);
-        if !still {
+    let mut here: Vec<u32> = present
+        .iter()
+        .filter(|p| p.local)
+        .map(|p| p.entity)
+        .collect();
+    here.sort_unstable();
+    here.dedup();
+    let before = std::mem::take(&mut flag.inside);
+    let mut was = before.into_iter().peekable();
+    let mut inside = Vec::with_capacity(here.len());
+    for entity in here {
+        // Everyone before this entity in the old list has left.
+        while let Some(&(gone, _)) = was.peek().filter(|(e, _)| *e < entity) {
+            was.next();
             effects.push(Effect::Player {
-                entity: *entity,
+                entity: gone,
                 flag_id,
                 change: FlagChange::Leave,
             });
         }
-        still
-    });
-    for p in present.iter().filter(|p| p.local) {
-        if let Err(at) = flag.inside.binary_search_by_key(&p.entity, |(e, _)| *e) {
-            flag.inside.insert(at, (p.entity, now));
-            effects.push(Effect::Player {
-                entity: p.entity,
-                flag_id,
-                change: FlagChange::Enter,
-            });
+        match was.next_if(|(e, _)| *e == entity) {
+            Some(stayed) => inside.push(stayed),
+            None => {
+                inside.push((entity, now));
+                effects.push(Effect::Player {
+                    entity,
+                    flag_id,
+                    change: FlagChange::Enter,
+                });
+            }
         }
     }
+    for (gone, _) in was {
+        effects.push(Effect::Player {
+            entity: gone,
+            flag_id,
+            change: FlagChange::Leave,
+        });
+    }
+    flag.inside = inside;
 }
 
 #[cfg(test)]
@@ -614,6 +635,58 @@ mod tests {
         assert_eq!(capture.version, 3);
         // Pending: nothing more is proposed until the writer answers.
         assert!(proposed(&step(&mut flags, t0, 9.0, &red)).is_none());
+    }
+
+    /// (entity, change) of every `Enter`/`Leave`, sorted.
+    fn comings_and_goings(effects: &[Effect]) -> Vec<(u32, &'static str)> {
+        let mut seen: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Player {
+                    entity,
+                    change: FlagChange::Enter,
+                    ..
+                } => Some((*entity, "enter")),
+                Effect::Player {
+                    entity,
+                    change: FlagChange::Leave,
+                    ..
+                } => Some((*entity, "leave")),
+                _ => None,
+            })
+            .collect();
+        seen.sort_unstable();
+        seen
+    }
+
+    #[test]
+    fn each_local_player_is_told_once_when_it_enters_and_once_when_it_leaves() {
+        let mut flags = flags(None);
+        let t0 = Instant::now();
+        let p = |flags: &Flags, entity, local| player(flags, entity, RED, local);
+        // In any order, a ghost among them, one player listed twice.
+        let first = [7, 3, 5, 9, 3].map(|e| p(&flags, e, e != 5));
+        let second = [8, 7, 1].map(|e| p(&flags, e, true));
+        let entered = step(&mut flags, t0, 0.0, &first);
+        assert_eq!(
+            comings_and_goings(&entered),
+            [(3, "enter"), (7, "enter"), (9, "enter")]
+        );
+        assert!(comings_and_goings(&step(&mut flags, t0, 0.1, &first)).is_empty());
+        // 3 and 9 leave, 1 and 8 come, 7 stays.
+        assert_eq!(
+            comings_and_goings(&step(&mut flags, t0, 0.2, &second)),
+            [(1, "enter"), (3, "leave"), (8, "enter"), (9, "leave")]
+        );
+        // 7 has been inside longest, so it is credited with the capture.
+        let capture = proposed(&step(&mut flags, t0, 5.2, &second))
+            .cloned()
+            .unwrap();
+        assert_eq!(capture.user_id, Uuid::from_u128(7));
+        assert_eq!(
+            comings_and_goings(&step(&mut flags, t0, 5.3, &[])),
+            [(1, "leave"), (7, "leave"), (8, "leave")]
+        );
     }
 
     #[test]
