@@ -91,7 +91,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CLIENT_MSG_RATE")]
     pub client_msg_rate: Option<u32>,
     /// Login/register/guest/refresh attempts per minute per client address,
-    /// and login attempts per minute per account [default: 20].
+    /// and failed logins per minute per account [default: 20].
     #[arg(long, env = "LOGIN_RATE_PER_MIN")]
     pub login_rate_per_min: Option<u32>,
     /// Access-token lifetime in seconds [default: 900].
@@ -192,7 +192,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Messages per second per connection.
     pub client_msg_rate: u32,
-    /// Account API attempts per minute per address, and logins per account.
+    /// Account API attempts per minute per address, and failed logins per account.
     pub login_rate_per_min: u32,
     /// Access-token lifetime.
     pub token_ttl: Duration,

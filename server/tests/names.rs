@@ -157,6 +157,8 @@ async fn bad_display_names_are_refused_by_name() {
         (&"x".repeat(33), "1 to 32 characters"),
         ("line\nbreak", "control characters"),
         ("right\u{202E}to-left", "control characters"),
+        ("\u{200B}\u{200B}", "invisible characters"),
+        ("rob\u{FEFF}ert", "invisible characters"),
     ] {
         for (path, body) in [
             ("/api/guest", serde_json::json!({ "display_name": name })),

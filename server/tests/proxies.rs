@@ -1,7 +1,8 @@
 //! Behind a load balancer: with `TRUSTED_PROXIES` naming it, the per-address
 //! limits count the clients it forwards for (`X-Forwarded-For`), each on its
 //! own; without it, or from anyone else, the header changes nothing. And
-//! login attempts are limited per account whatever addresses they come from.
+//! failed logins are limited per account whatever addresses they come from,
+//! while logins that succeed cost nothing.
 
 mod util;
 
@@ -171,7 +172,7 @@ async fn an_untrusted_peer_cannot_forge_its_address() {
 }
 
 #[tokio::test]
-async fn login_attempts_are_limited_per_account_across_addresses() {
+async fn failed_logins_are_limited_per_account_across_addresses() {
     let server = TestServer::start_with(|c| {
         c.trusted_proxies = "127.0.0.1".parse().unwrap();
         c.login_rate_per_min = RATE;
@@ -223,6 +224,17 @@ async fn login_attempts_are_limited_per_account_across_addresses() {
         Some("203.0.113.200"),
         "/api/login",
         upper,
+    )
+    .await;
+    assert_eq!(status, 429);
+
+    // While it is held, so is its owner: the price of holding guessers.
+    let (status, _) = post_from(
+        &server,
+        "127.0.0.1",
+        Some("198.51.100.1"),
+        "/api/login",
+        account,
     )
     .await;
     assert_eq!(status, 429);

@@ -400,8 +400,9 @@ async fn login(
     State(auth): State<Arc<Auth>>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    // Counted before anything is looked up, so that guesses spread over many
-    // addresses are held to one allowance per account too.
+    // An account whose failed logins used up its allowance is refused before
+    // anything is checked, so guesses spread over many addresses are held
+    // to one allowance per account too; logins that succeed use none of it.
     auth.accounts.check(&body.username)?;
     let user = auth.store.user_by_name(&body.username).await?;
     // Unknown users and guests (no password) are checked against a dummy hash,
@@ -410,7 +411,10 @@ async fn login(
     let matches = auth.hasher.verify(body.password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => return Err(ApiError::InvalidCredentials),
+        _ => {
+            auth.accounts.failed(&body.username)?;
+            return Err(ApiError::InvalidCredentials);
+        }
     };
     let grant = auth.open_session(&user).await?;
     tracing::info!(user_id = %user.id, session_id = %grant.session_id, "logged in");

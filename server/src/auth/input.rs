@@ -37,8 +37,8 @@ pub enum InputError {
 
 /// Check a display name and return it trimmed: 1 to 32 characters of any
 /// script and punctuation, quotes and semicolons included (it is only ever
-/// bound as a query parameter and shown as text), but no control or bidi
-/// characters, which could disturb other players' screens.
+/// bound as a query parameter and shown as text), but no control, bidi or
+/// invisible characters, which could disturb other players' screens.
 ///
 /// # Errors
 /// `InputError::DisplayName` naming the broken rule.
@@ -54,7 +54,19 @@ pub fn validate_display_name(name: &str) -> Result<String, InputError> {
             "display name may not contain control characters",
         ));
     }
+    if name.chars().any(is_invisible) {
+        return Err(InputError::DisplayName(
+            "display name may not contain invisible characters",
+        ));
+    }
     Ok(name.to_owned())
+}
+
+/// Characters that show nothing (zero-width spaces and joiners, word
+/// joiners, the byte-order mark, soft hyphens): a name made of them, or
+/// one padded with them to pass for another, would be unreadable.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 /// Check a new username: 3 to 32 characters of `A-Z a-z 0-9 _ . -`, starting

@@ -34,6 +34,24 @@ impl RateLimited {
     }
 }
 
+/// A limiter whose memory of quiet keys must be dropped now and then.
+pub trait Sweep {
+    /// Forget keys that no longer hold anything back.
+    fn retain_recent(&self);
+}
+
+impl<K: LimitKey> Sweep for Limiter<K> {
+    fn retain_recent(&self) {
+        Limiter::retain_recent(self);
+    }
+}
+
+impl<K: LimitKey> Sweep for FailureLimiter<K> {
+    fn retain_recent(&self) {
+        FailureLimiter::retain_recent(self);
+    }
+}
+
 /// What a limiter counts attempts by: a client address or an account name.
 pub trait LimitKey: Hash + Eq + Clone + Send + Sync + 'static {
     /// The key attempts are counted under: keys one client can switch
@@ -89,6 +107,82 @@ impl<K: LimitKey> Limiter<K> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+}
+
+/// Failed attempts per key: only failures use up the allowance, and once it
+/// is gone every attempt is refused, before anything is checked, until it
+/// refills. For logins per account this holds a password guesser spread
+/// over many addresses to the allowance, while the account's owner, who does
+/// not fail, never uses any of it. The price is that someone who keeps
+/// failing at an account holds its password logins refused meanwhile.
+#[derive(Debug)]
+pub struct FailureLimiter<K: LimitKey> {
+    /// The allowance, used up by failures.
+    failures: Limiter<K>,
+    /// Keys whose allowance is gone, with when the next attempt is allowed.
+    /// A std `Mutex`: held for one map operation, never across an `.await`.
+    blocked: std::sync::Mutex<std::collections::HashMap<K, std::time::Instant>>,
+}
+
+impl<K: LimitKey> FailureLimiter<K> {
+    /// Allow `per_minute` failures per key (at least one).
+    #[must_use]
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self {
+            failures: Limiter::per_minute(per_minute),
+            blocked: std::sync::Mutex::default(),
+        }
+    }
+
+    fn blocked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, std::time::Instant>> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `key` may try now.
+    ///
+    /// # Errors
+    /// `RateLimited` while its failures have used up the allowance.
+    pub fn check(&self, key: &K) -> Result<(), RateLimited> {
+        let key = key.normalized();
+        let mut blocked = self.blocked();
+        match blocked.get(&key) {
+            Some(&until) => {
+                let now = std::time::Instant::now();
+                if until > now {
+                    return Err(RateLimited {
+                        retry_after: until - now,
+                    });
+                }
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Count a failure of `key`.
+    ///
+    /// # Errors
+    /// `RateLimited` when this failure used up the allowance: the next
+    /// attempts are refused until it refills.
+    pub fn failed(&self, key: &K) -> Result<(), RateLimited> {
+        let key = key.normalized();
+        self.failures.check(&key).inspect_err(|limited| {
+            self.blocked()
+                .insert(key.clone(), std::time::Instant::now() + limited.retry_after);
+        })
+    }
+
+    /// Forget keys whose allowance is full again or whose block is over.
+    pub fn retain_recent(&self) {
+        self.failures.retain_recent();
+        let now = std::time::Instant::now();
+        self.blocked().retain(|_, until| *until > now);
     }
 }
 
@@ -163,6 +257,32 @@ mod tests {
         limiter.check(&"alice".to_owned()).unwrap();
         assert!(limiter.check(&"ALICE".to_owned()).is_err());
         limiter.check(&"bob".to_owned()).unwrap();
+    }
+
+    #[test]
+    fn only_failures_use_up_an_allowance_and_then_every_attempt_waits() {
+        let limiter: FailureLimiter<String> = FailureLimiter::per_minute(2);
+        let alice = "alice".to_owned();
+        // Successes cost nothing: checks alone never block.
+        for _ in 0..10 {
+            limiter.check(&alice).unwrap();
+        }
+        limiter.failed(&alice).unwrap();
+        limiter.check(&"ALICE".to_owned()).unwrap();
+        let limited = limiter
+            .failed(&"Alice".to_owned())
+            .and_then(|()| limiter.failed(&alice));
+        assert!(limited.is_err(), "the third failure is over the allowance");
+        let refused = limiter.check(&alice).unwrap_err();
+        assert!(
+            refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(30)
+        );
+        limiter.check(&"bob".to_owned()).unwrap();
+        limiter.retain_recent();
+        assert!(
+            limiter.check(&alice).is_err(),
+            "still blocked after a sweep"
+        );
     }
 
     #[test]

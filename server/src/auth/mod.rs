@@ -26,7 +26,7 @@ pub use bots::BotError;
 use crate::bus::{Bus, ControlEvent};
 use crate::config::Config;
 use crate::store::{now_ms, Profile, Role, Session, Store, User};
-use limiter::Limiter;
+use limiter::{FailureLimiter, Limiter};
 use password::Hasher;
 use refresh::RefreshToken;
 use token::Tokens;
@@ -102,8 +102,8 @@ pub struct Auth {
     hasher: Hasher,
     /// Attempts per client address on register, login, guest and refresh.
     limiter: Arc<Limiter>,
-    /// Login attempts per account name, wherever they come from.
-    accounts: Arc<Limiter<String>>,
+    /// Failed logins per account name, wherever they come from.
+    accounts: Arc<FailureLimiter<String>>,
     /// The names of the teams a new account may choose, in display order.
     /// Read once at start: teams change only by migration, which a new
     /// release brings with a restart, so a sign-up spends no query on them
@@ -138,7 +138,7 @@ impl Auth {
         let teams = store.teams().await?.into_iter().map(|t| t.name).collect();
         let limiter = Arc::new(Limiter::per_minute(config.login_rate_per_min));
         tokio::spawn(sweep(Arc::downgrade(&limiter)));
-        let accounts = Arc::new(Limiter::per_minute(config.login_rate_per_min));
+        let accounts = Arc::new(FailureLimiter::per_minute(config.login_rate_per_min));
         tokio::spawn(sweep(Arc::downgrade(&accounts)));
         Ok(Self {
             store,
@@ -256,7 +256,7 @@ impl Auth {
 }
 
 /// Periodically forget quiet keys, until the limiter is dropped.
-async fn sweep<K: limiter::LimitKey>(limiter: Weak<Limiter<K>>) {
+async fn sweep(limiter: Weak<impl limiter::Sweep + Send + Sync + 'static>) {
     let mut every = tokio::time::interval(LIMITER_SWEEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;

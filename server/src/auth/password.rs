@@ -194,11 +194,13 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let taken = self.pending.fetch_add(1, Ordering::AcqRel);
+        // A place is taken only while one is free, so a refusal holds none.
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_pending).then_some(n + 1)
+            })
+            .map_err(|_| PasswordError::Busy)?;
         let slot = Pending(Arc::clone(&self.pending));
-        if taken >= self.max_pending {
-            return Err(PasswordError::Busy);
-        }
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
             // The slot is given back when the job is done or dropped unrun.

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::auth::limiter::LimitKey;
+
 /// Open sockets per client address.
 #[derive(Debug)]
 pub struct AddressCap {
@@ -35,8 +37,11 @@ impl AddressCap {
     }
 
     /// A slot for one more socket from `ip`, or `None` when it has `max` open.
+    /// Addresses count as the login limits count them: an IPv6 client by
+    /// its /64, which it can pick any address of.
     #[must_use]
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = ip.normalized();
         let mut open = self
             .open
             .lock()
@@ -52,9 +57,10 @@ impl AddressCap {
         })
     }
 
-    /// Sockets open from `ip`.
+    /// Sockets open from `ip` (its /64 for IPv6).
     #[must_use]
     pub fn open_from(&self, ip: IpAddr) -> usize {
+        let ip = ip.normalized();
         self.open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -99,6 +105,17 @@ mod tests {
         assert_eq!(cap.open_from(a), 1);
         assert!(cap.acquire(a).is_some());
         assert_eq!(cap.open_from(a), 1, "the slot above was dropped at once");
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64() {
+        let cap = AddressCap::new(1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _held = cap.acquire(one).unwrap();
+        assert!(cap.acquire(same_64).is_none());
+        assert!(cap.acquire(other_64).is_some());
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl FromStr for TrustedProxies {
                 entry
                     .parse::<IpNet>()
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map(canonical_net)
                     .map_err(|_| InvalidProxy(entry.to_owned()))
             })
             .collect::<Result<_, _>>()?;
@@ -71,15 +72,17 @@ impl TrustedProxies {
         if !self.trusts(client) {
             return client;
         }
-        // Several headers read as one list, in order.
+        // Several headers read as one list, in order. The entries are split
+        // as bytes: a line a proxy appended to may hold anything the client
+        // wrote before it, and skipping a whole unreadable line would skip
+        // the proxy's entry with it.
         let hops = headers
             .get_all(FORWARDED_FOR)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
             .rev();
         for hop in hops {
-            match parse_hop(hop) {
+            match std::str::from_utf8(hop).ok().and_then(parse_hop) {
                 Some(ip) => client = ip,
                 // A trusted proxy writes addresses; anything else is not
                 // worth believing, so the last proxy is taken as the client.
@@ -93,13 +96,30 @@ impl TrustedProxies {
     }
 }
 
-/// One `X-Forwarded-For` entry: an address, maybe with a port (`[::1]:80`).
+/// One `X-Forwarded-For` entry: an address, maybe in brackets or with a
+/// port (`[::1]`, `[::1]:80`, `192.0.2.1:80`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
-    hop.parse::<IpAddr>()
+    let bare = hop
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(hop);
+    bare.parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
         .ok()
         .map(canonical)
+}
+
+/// An IPv4-mapped network (`::ffff:10.0.0.0/104`) as the IPv4 network it
+/// names, since addresses are compared as IPv4 (`canonical`).
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 /// An IPv4 address seen through an IPv6 socket as itself, so that
@@ -191,6 +211,14 @@ mod tests {
             trusted.client(peer, &headers(&["[2001:db8::1]:443"])),
             ip("2001:db8::1")
         );
+        assert_eq!(
+            trusted.client(peer, &headers(&["[2001:db8::2]"])),
+            ip("2001:db8::2")
+        );
+        // A mapped network in the list trusts the IPv4 addresses it names.
+        let mapped: TrustedProxies = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.trusts(ip("10.1.2.3")));
+        assert!(!mapped.trusts(ip("11.1.2.3")));
     }
 
     #[test]
@@ -204,6 +232,19 @@ mod tests {
             trusted.client(ip("10.0.0.1"), &headers(&["203.0.113.9, unknown"])),
             ip("10.0.0.1")
         );
+        // An unreadable entry ends the walk, even on a line the proxy
+        // appended its own entry to, and even before a readable line.
+        let mut odd = HeaderMap::new();
+        odd.append(FORWARDED_FOR, HeaderValue::from_str("6.6.6.6").unwrap());
+        odd.append(
+            FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff, 10.9.9.9").unwrap(),
+        );
+        assert_eq!(trusted.client(ip("10.0.0.1"), &odd), ip("10.9.9.9"));
+        let mut odd = HeaderMap::new();
+        odd.append(FORWARDED_FOR, HeaderValue::from_str("6.6.6.6").unwrap());
+        odd.append(FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(trusted.client(ip("10.0.0.1"), &odd), ip("10.0.0.1"));
         // Only proxies all the way: the leftmost of them.
         assert_eq!(
             trusted.client(ip("10.0.0.1"), &headers(&["10.0.0.3, 10.0.0.2"])),

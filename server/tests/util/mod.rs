@@ -650,7 +650,6 @@ impl Client {
     }
 }
 
-/// A free loopback port (bound and released, so a child process can take it).
 /// The upgrade request for `/ws` on `addr`, with a subprotocol, a bearer
 /// token and a world when given.
 fn ws_request(
@@ -679,6 +678,7 @@ fn ws_request(
     request
 }
 
+/// A free loopback port (bound and released, so a child process can take it).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
