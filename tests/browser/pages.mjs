@@ -152,6 +152,9 @@ async function play() {
   await page.goto(`${GAME_URL}/`);
   await page.fill("#username", newcomer);
   await page.fill("#password", "a long enough password");
+  // A display name with quotes and markup, shown as text wherever it appears.
+  const shown = `Blue O'Neil <b>${newcomer}</b>`;
+  await page.fill("#display-name", shown);
   await page.selectOption("#team", "blue");
   await page.click("#do-register");
   await eventually("the newcomer plays", async () => (await page.textContent("#status")).startsWith("Playing"));
@@ -175,7 +178,8 @@ async function play() {
   await eventually("the flag is blue's", () => page.evaluate(() => [...window.meridian.flags.values()].find((f) => f.name === "Lighthouse").owner === "blue"));
   assert.equal(await page.getAttribute('#scores li[data-team="blue"]', "data-score"), "1");
   const events = await page.evaluate(() => window.meridian.events);
-  assert.ok(events.some((e) => e.includes("captured Lighthouse for blue")), `the capture is logged: ${events}`);
+  assert.ok(events.some((e) => e.includes(`${shown} captured Lighthouse for blue`)), `the capture is logged under the display name: ${events}`);
+  assert.equal(await page.$("#log b"), null, "the name's markup is shown as text, not parsed");
   // The flag is drawn in blue's colour (#3e63dd) on the canvas.
   const bluePixels = await page.evaluate(() => {
     const c = document.getElementById("map");
