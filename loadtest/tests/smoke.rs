@@ -49,27 +49,39 @@ impl Shard {
     }
 }
 
+/// Options for minted bots against `shard`, quiet and without sampling a
+/// server process.
+fn minted(shard: &Shard) -> Options {
+    let mut options = Options::new(vec![format!("ws://{}/ws", shard.game)]);
+    options.ops_url = Some(format!("http://{}", shard.ops));
+    options.ops_token = Some(OPS_TOKEN.into());
+    options.no_server_stats = true;
+    options.quiet = true;
+    options
+}
+
+/// Run the load test; its report as JSON (the table is printed).
+async fn run(options: Options) -> serde_json::Value {
+    let report = meridian_loadtest::run(options)
+        .await
+        .expect("the load test runs");
+    println!("{}", report.table());
+    serde_json::to_value(&report).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_bots_walk_the_demo_world_without_corrections() {
     // The test world is the seeded demo world, with its blocked and slow areas.
     let shard = Shard::start().await;
-    let (game, ops) = (shard.game, shard.ops);
+    let ops = shard.ops;
 
-    let mut options = Options::new(vec![format!("ws://{game}/ws")]);
+    let mut options = minted(&shard);
     options.bots = 50;
     // 20 probes and 30 load bots, so that both kinds of bot are exercised.
     options.probes = Some(20);
     options.ramp = 1.0;
     options.duration = 4.0;
-    options.ops_url = Some(format!("http://{ops}"));
-    options.ops_token = Some(OPS_TOKEN.into());
-    options.no_server_stats = true;
-    options.quiet = true;
-    let report = meridian_loadtest::run(options)
-        .await
-        .expect("the load test runs");
-    let json = serde_json::to_value(&report).unwrap();
-    println!("{}", report.table());
+    let json = run(options).await;
 
     assert_eq!(json["connected"], 50, "{json:#}");
     assert_eq!(json["failed"], 0, "{json:#}");
@@ -115,21 +127,12 @@ async fn fifty_bots_walk_the_demo_world_without_corrections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooders_are_kicked_again_and_again_while_the_bots_walk_on() {
     let shard = Shard::start().await;
-    let (game, ops) = (shard.game, shard.ops);
-    let mut options = Options::new(vec![format!("ws://{game}/ws")]);
+    let mut options = minted(&shard);
     options.bots = 30;
     options.ramp = 1.0;
     options.duration = 4.0;
     options.flooders = 3;
-    options.ops_url = Some(format!("http://{ops}"));
-    options.ops_token = Some(OPS_TOKEN.into());
-    options.no_server_stats = true;
-    options.quiet = true;
-    let report = meridian_loadtest::run(options)
-        .await
-        .expect("the load test runs");
-    let json = serde_json::to_value(&report).unwrap();
-    println!("{}", report.table());
+    let json = run(options).await;
 
     let flood = &json["flood"];
     let sessions = flood["sessions"].as_u64().unwrap();
@@ -156,9 +159,9 @@ async fn flooders_are_kicked_again_and_again_while_the_bots_walk_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
     let shard = Shard::start().await;
-    let (game, ops) = (shard.game, shard.ops);
+    let ops = shard.ops;
 
-    let mut options = Options::new(vec![format!("ws://{game}/ws")]);
+    let mut options = minted(&shard);
     options.bots = 60;
     options.probes = Some(30);
     options.ramp = 1.0;
@@ -169,15 +172,7 @@ async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
     options.flag_rush = 4;
     options.rush_round_s = 15.0;
     options.rush_ring_m = 40.0;
-    options.ops_url = Some(format!("http://{ops}"));
-    options.ops_token = Some(OPS_TOKEN.into());
-    options.no_server_stats = true;
-    options.quiet = true;
-    let report = meridian_loadtest::run(options)
-        .await
-        .expect("the load test runs");
-    let json = serde_json::to_value(&report).unwrap();
-    println!("{}", report.table());
+    let json = run(options).await;
 
     let rush = &json["flag_rush"];
     assert_eq!(json["connected"], 60, "{json:#}");
