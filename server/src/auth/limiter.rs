@@ -191,15 +191,9 @@ impl<K: LimitKey> FailureLimiter<K> {
 /// address they carry.
 impl LimitKey for IpAddr {
     fn normalized(&self) -> Self {
-        match *self {
+        match self.to_canonical() {
             IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(prefix.into())
-                }
-            },
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         }
     }
 }

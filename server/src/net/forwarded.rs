@@ -61,14 +61,14 @@ impl TrustedProxies {
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address for a connection from `peer` with `headers`.
     #[must_use]
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut client = canonical(peer);
+        let mut client = peer.to_canonical();
         if !self.trusts(client) {
             return client;
         }
@@ -107,11 +107,13 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     bare.parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
         .ok()
-        .map(canonical)
+        .map(|ip| ip.to_canonical())
 }
 
 /// An IPv4-mapped network (`::ffff:10.0.0.0/104`) as the IPv4 network it
-/// names, since addresses are compared as IPv4 (`canonical`).
+/// names, since addresses are compared in their canonical form
+/// (`IpAddr::to_canonical`: an IPv4 address seen through an IPv6 socket is
+/// itself, so `10.0.0.0/8` matches `::ffff:10.1.2.3`).
 fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
@@ -119,15 +121,6 @@ fn canonical_net(net: IpNet) -> IpNet {
             None => net,
         },
         _ => net,
-    }
-}
-
-/// An IPv4 address seen through an IPv6 socket as itself, so that
-/// `10.0.0.0/8` matches `::ffff:10.1.2.3`.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }
 
@@ -145,7 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await?;
         let ip = match parts.extensions.get::<Arc<TrustedProxies>>() {
             Some(trusted) => trusted.client(peer.ip(), &parts.headers),
-            None => canonical(peer.ip()),
+            None => peer.ip().to_canonical(),
         };
         Ok(Self(ip))
     }
