@@ -203,11 +203,14 @@ impl Hasher {
         let slot = Pending(Arc::clone(&self.pending));
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            // The slot is given back when the job is done or dropped unrun.
-            let _slot = slot;
             // A request abandoned while queued (its client gave up) costs nothing.
-            if !reply.is_closed() {
-                let _ = reply.send(work());
+            let result = (!reply.is_closed()).then(work);
+            // The place is given back before the answer, so a caller that has
+            // its answer sees the place free; a job dropped unrun gives it
+            // back as it drops.
+            drop(slot);
+            if let Some(result) = result {
+                let _ = reply.send(result);
             }
         });
         self.jobs
