@@ -192,7 +192,7 @@ impl<K: LimitKey> FailureLimiter<K> {
 impl LimitKey for IpAddr {
     fn normalized(&self) -> Self {
         match self.to_canonical() {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
+            v4 @ IpAddr::V4(_) => v4,
             IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         }
     }
