@@ -152,8 +152,6 @@ struct Conn<S> {
     blocked_since: Option<Instant>,
     /// Closing: the time limit, and whether the close frame was sent.
     closing: Option<(Instant, bool)>,
-    /// The last round the connection was served in.
-    round: u64,
 }
 
 /// What to do with a connection after serving it.
@@ -197,8 +195,11 @@ async fn serve<S>(
     let bytes_out = metrics::counter!("meridian_bytes_total", "direction" => "out");
     let mut world_stopped = false;
     let mut joins_open = true;
-    // Counts rounds, so that a connection is served once in each.
-    let mut round: u64 = 0;
+    // A round's order of connections (index, acknowledged move), those
+    // not acknowledged on the way, and those done with at its end.
+    let mut order: Vec<(usize, u32)> = Vec::new();
+    let mut rest: Vec<(usize, u32)> = Vec::new();
+    let mut finished: Vec<usize> = Vec::new();
     loop {
         let closing = conns.iter().any(|c| c.closing.is_some());
         tokio::select! {
@@ -224,7 +225,6 @@ async fn serve<S>(
                             next_update: Instant::now(),
                             blocked_since: None,
                             closing: None,
-                            round: 0,
                         });
                     }
                     None => joins_open = false,
@@ -243,33 +243,46 @@ async fn serve<S>(
         }
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
         let now = Instant::now();
-
-        round += 1;
-        let mut served = 0;
-        // Two passes: first the clients whose moves this snapshot
+        // The round's order: first the clients whose moves this snapshot
         // acknowledges, then everyone else. A round over thousands of
         // sockets takes tens of milliseconds, so where a client stands in it
         // is most of its move's latency after the tick; the clients waiting
-        // on an acknowledgement no longer wait behind those who are not.
-        for acked_first in [true, false] {
-            let mut i = 0;
-            while i < conns.len() {
-                let conn = &mut conns[i];
-                if conn.round == round || (acked_first && !conn.acked_by(&snapshot)) {
-                    i += 1;
-                    continue;
-                }
-                conn.round = round;
-                if conn.serve(&snapshot, now, &view, tick_hz, &mut scratch) == Next::Keep {
-                    i += 1;
-                } else {
-                    conns.swap_remove(i);
-                }
-                served += 1;
-                if served % YIELD_EVERY == 0 {
-                    tokio::task::yield_now().await;
-                }
+        // on an acknowledgement do not wait behind those who are not.
+        order.clear();
+        for (i, conn) in conns.iter().enumerate() {
+            let ack = conn.ack_in(&snapshot);
+            if ack == conn.last_ack {
+                rest.push((i, ack));
+            } else {
+                order.push((i, ack));
             }
+        }
+        order.append(&mut rest);
+        for (k, &(i, ack)) in order.iter().enumerate() {
+            // What the next clients' views read starts loading now, while
+            // this one's socket work runs (see `world::prefetch`): three
+            // ahead, where the known set is; two ahead, the known set; one
+            // ahead, the entities in it.
+            if let Some(&(j, _)) = order.get(k + 3) {
+                conns[j].interest.prefetch();
+            }
+            if let Some(&(j, _)) = order.get(k + 2) {
+                conns[j].interest.prefetch_known();
+            }
+            if let Some(&(j, _)) = order.get(k + 1) {
+                conns[j].interest.prefetch_entities(&snapshot);
+            }
+            if conns[i].serve(&snapshot, ack, now, &view, tick_hz, &mut scratch) == Next::Done {
+                finished.push(i);
+            }
+            if (k + 1) % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Highest first, so that each removal moves only a connection that stays.
+        finished.sort_unstable();
+        for i in finished.drain(..).rev() {
+            conns.swap_remove(i);
         }
         bytes_out.increment(std::mem::take(&mut scratch.bytes_out));
     }
@@ -348,18 +361,21 @@ impl<S> Conn<S>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    /// Whether the snapshot acknowledges a move the client was not yet told of.
-    fn acked_by(&self, snapshot: &Snapshot) -> bool {
+    /// The newest of the client's moves that the snapshot acknowledges, or,
+    /// while its entity is not in the snapshot, the last one it was told of.
+    fn ack_in(&self, snapshot: &Snapshot) -> u32 {
         snapshot
             .entity(self.outlet.me)
-            .is_some_and(|e| e.ack_seq != self.last_ack)
+            .map_or(self.last_ack, |e| e.ack_seq)
     }
 
     /// Give the socket what it can take now: outbox messages, then one
-    /// `Update`, or, when closing, the rest of the outbox and the close frame.
+    /// `Update` acknowledging `ack` (from `ack_in`), or, when closing, the
+    /// rest of the outbox and the close frame.
     fn serve(
         &mut self,
         snapshot: &Snapshot,
+        ack: u32,
         now: Instant,
         view: &View,
         tick_hz: u8,
@@ -449,7 +465,6 @@ where
                     self.next_update = now + Duration::from_secs_f64(1.0 / f64::from(hz));
                 }
                 self.interest.diff(snapshot, o.me, view, &mut scratch.delta);
-                let ack = snapshot.entity(o.me).map_or(self.last_ack, |e| e.ack_seq);
                 if !scratch.delta.is_empty() || ack != self.last_ack {
                     self.last_ack = ack;
                     let frame = frames::update(

@@ -17,6 +17,7 @@ pub mod link;
 pub mod meters;
 pub mod movement;
 mod player;
+mod prefetch;
 pub mod snapshot;
 mod spawn;
 mod tick;
