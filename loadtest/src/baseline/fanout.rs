@@ -140,12 +140,15 @@ impl Conn {
             let _ = flush(&mut o.sink);
             return false;
         }
-        match flush(&mut o.sink) {
-            Poll::Ready(Ok(())) => self.blocked_since = None,
-            Poll::Ready(Err(_)) => return false,
-            Poll::Pending => {
-                let since = *self.blocked_since.get_or_insert(now);
-                return now.duration_since(since) < WRITE_TIMEOUT;
+        // As the shard's fan-out does: only a socket left full is flushed first.
+        if self.blocked_since.is_some() {
+            match flush(&mut o.sink) {
+                Poll::Ready(Ok(())) => self.blocked_since = None,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Pending => {
+                    let since = *self.blocked_since.get_or_insert(now);
+                    return now.duration_since(since) < WRITE_TIMEOUT;
+                }
             }
         }
         let tick = o.group.latest();

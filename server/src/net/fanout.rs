@@ -391,28 +391,35 @@ where
             self.closing = Some((now + CLOSE_TIMEOUT, false));
         }
         // Whatever an earlier round left in the socket's buffer goes first.
-        match flush(sink) {
-            Poll::Ready(Ok(())) => self.blocked_since = None,
-            Poll::Ready(Err(_)) => {
-                o.signals.close(close::NORMAL, "");
-                return Next::Done;
-            }
-            Poll::Pending => {
-                let since = *self.blocked_since.get_or_insert(now);
-                if let Some((deadline, _)) = self.closing {
-                    return if now >= deadline {
-                        Next::Done
-                    } else {
-                        Next::Keep
-                    };
-                }
-                if now.duration_since(since) >= WRITE_TIMEOUT {
-                    metrics::counter!("meridian_outbound_drops_total", "cause" => "write_timeout")
-                        .increment(1);
-                    o.signals.close(close::TOO_SLOW, "client too slow");
+        // A socket that took everything last round is not asked: its next
+        // frame simply goes behind anything the reader's `try_send_now` may
+        // have left, and the flush after it tells whether the socket is full.
+        // That saves a flush per client and snapshot, with its two waker
+        // registrations and a lock.
+        if self.blocked_since.is_some() || self.closing.is_some() {
+            match flush(sink) {
+                Poll::Ready(Ok(())) => self.blocked_since = None,
+                Poll::Ready(Err(_)) => {
+                    o.signals.close(close::NORMAL, "");
                     return Next::Done;
                 }
-                return Next::Keep;
+                Poll::Pending => {
+                    let since = *self.blocked_since.get_or_insert(now);
+                    if let Some((deadline, _)) = self.closing {
+                        return if now >= deadline {
+                            Next::Done
+                        } else {
+                            Next::Keep
+                        };
+                    }
+                    if now.duration_since(since) >= WRITE_TIMEOUT {
+                        metrics::counter!("meridian_outbound_drops_total", "cause" => "write_timeout")
+                            .increment(1);
+                        o.signals.close(close::TOO_SLOW, "client too slow");
+                        return Next::Done;
+                    }
+                    return Next::Keep;
+                }
             }
         }
         if let Some((deadline, close_sent)) = self.closing {
