@@ -196,8 +196,10 @@ async fn serve<S>(
     let mut world_stopped = false;
     let mut joins_open = true;
     // A round's order of connections (index, acknowledged move), those
-    // not acknowledged on the way, and those done with at its end.
+    // acknowledged on the way (with when they began waiting) and those not,
+    // and those done with at its end.
     let mut order: Vec<(usize, u32)> = Vec::new();
+    let mut acked: Vec<(u64, usize, u32)> = Vec::new();
     let mut rest: Vec<(usize, u32)> = Vec::new();
     let mut finished: Vec<usize> = Vec::new();
     loop {
@@ -244,19 +246,24 @@ async fn serve<S>(
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
         let now = Instant::now();
         // The round's order: first the clients whose moves this snapshot
-        // acknowledges, then everyone else. A round over thousands of
-        // sockets takes tens of milliseconds, so where a client stands in it
-        // is most of its move's latency after the tick; the clients waiting
-        // on an acknowledgement do not wait behind those who are not.
-        order.clear();
+        // acknowledges, those whose moves arrived first at their head, then
+        // everyone else. A round over thousands of sockets takes tens of
+        // milliseconds, so where a client stands in it is most of its move's
+        // latency after the tick: the clients waiting on an acknowledgement
+        // do not wait behind those who are not, and a move that arrived just
+        // after the previous tick, which has already waited longest for this
+        // one, is not also acknowledged last.
         for (i, conn) in conns.iter().enumerate() {
-            let ack = conn.ack_in(&snapshot);
+            let (ack, since) = conn.ack_in(&snapshot);
             if ack == conn.last_ack {
                 rest.push((i, ack));
             } else {
-                order.push((i, ack));
+                acked.push((since, i, ack));
             }
         }
+        acked.sort_unstable_by_key(|&(since, _, _)| since);
+        order.clear();
+        order.extend(acked.drain(..).map(|(_, i, ack)| (i, ack)));
         order.append(&mut rest);
         for (k, &(i, ack)) in order.iter().enumerate() {
             // What the next clients' views read starts loading now, while
@@ -362,11 +369,12 @@ where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
     /// The newest of the client's moves that the snapshot acknowledges, or,
-    /// while its entity is not in the snapshot, the last one it was told of.
-    fn ack_in(&self, snapshot: &Snapshot) -> u32 {
+    /// while its entity is not in the snapshot, the last one it was told of;
+    /// and since when the client has waited for it (`EntitySnap::ack_arrival`).
+    fn ack_in(&self, snapshot: &Snapshot) -> (u32, u64) {
         snapshot
             .entity(self.outlet.me)
-            .map_or(self.last_ack, |e| e.ack_seq)
+            .map_or((self.last_ack, 0), |e| (e.ack_seq, e.ack_arrival))
     }
 
     /// Give the socket what it can take now: outbox messages, then one
@@ -661,9 +669,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clients_whose_moves_a_snapshot_acknowledges_are_served_first() {
+    async fn clients_whose_moves_a_snapshot_acknowledges_are_served_first_oldest_move_first() {
         const CLIENTS: usize = 12;
-        const MOVERS: [usize; 2] = [4, 9];
+        // In the order their moves arrive.
+        const MOVERS: [usize; 3] = [9, 2, 5];
         let mut world = test_world();
         let mut now = StdInstant::now();
         let tracker = TaskTracker::new();
@@ -705,8 +714,9 @@ mod tests {
         now += Duration::from_millis(50);
         world.tick(now, Vec::new());
         assert_eq!(served().await.len(), CLIENTS);
-        // Two of them move: everyone sees them move, but they get their
-        // acknowledgements before anyone else is served.
+        // Three of them move: everyone sees them move, but they get their
+        // acknowledgements before anyone else is served, in the order their
+        // moves arrived.
         now += Duration::from_millis(50);
         let moves = MOVERS
             .iter()
@@ -725,9 +735,11 @@ mod tests {
         world.tick(now, moves);
         let round = served().await;
         assert_eq!(round.len(), CLIENTS, "everyone is told: {round:?}");
-        let mut first = round[..MOVERS.len()].to_vec();
-        first.sort_unstable();
-        assert_eq!(first, MOVERS, "served in the order {round:?}");
+        assert_eq!(
+            round[..MOVERS.len()],
+            MOVERS,
+            "served in the order {round:?}"
+        );
         drop(clients);
     }
 

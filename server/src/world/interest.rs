@@ -293,6 +293,7 @@ mod tests {
                 ecef: to_ecef(pos),
                 state,
                 ack_seq: 0,
+                ack_arrival: 0,
             });
             hot[(id & SLOT_MASK) as usize] =
                 Hot::new(&state, WireState::encode(&state), changed_tick);

@@ -54,6 +54,12 @@ pub struct Player {
     pub last_seq: u32,
     /// Highest move `seq` accepted, echoed in `Update::ack_seq`.
     pub ack_seq: u32,
+    /// The arrival number (see `World::arrivals`) of the oldest input in
+    /// `inputs`, while there is one.
+    pub queued_since: u64,
+    /// The arrival number of the oldest input of the tick that last
+    /// advanced `ack_seq`: how long the client has waited for that ack.
+    pub ack_arrival: u64,
     /// The correction (id, reason) awaiting `AckCorrection`; moves are ignored meanwhile.
     pub awaiting_ack: Option<(u32, CorrectionReason)>,
     /// Id of the next correction.

@@ -26,6 +26,10 @@ pub struct EntitySnap {
     pub state: EntityState,
     /// The last move `seq` accepted from this player.
     pub ack_seq: u32,
+    /// When the client began waiting for that acknowledgement, as the
+    /// arrival number of its oldest move then queued: the fan-out serves
+    /// those who waited longest first.
+    pub ack_arrival: u64,
 }
 
 /// Who an entity is: what changes only when players join or leave, so the

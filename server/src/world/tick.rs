@@ -118,6 +118,8 @@ pub struct World {
     by_user: HashMap<Uuid, u32>,
     /// Slot of each live resume token.
     by_resume: HashMap<String, u32>,
+    /// Inputs received so far: numbers them in the order they arrived.
+    arrivals: u64,
     tick: u64,
     overruns: u64,
     timings: TickTimings,
@@ -174,6 +176,7 @@ impl World {
             roster_changed: false,
             by_user: HashMap::new(),
             by_resume: HashMap::new(),
+            arrivals: 0,
             tick: 0,
             overruns: 0,
             timings: TickTimings::default(),
@@ -341,10 +344,15 @@ impl World {
                 conn_id,
                 input,
             } => {
+                let arrival = self.arrivals;
+                self.arrivals += 1;
                 if let Some(player) = self.player_mut(entity) {
                     if player.link.as_ref().is_some_and(|l| l.conn_id == conn_id) {
                         if player.inputs.len() >= MAX_QUEUED_INPUTS {
                             player.inputs.pop_front();
+                        }
+                        if player.inputs.is_empty() {
+                            player.queued_since = arrival;
                         }
                         player.inputs.push_back(input);
                     }
@@ -627,6 +635,8 @@ impl World {
             inputs: Default::default(),
             last_seq: 0,
             ack_seq: 0,
+            queued_since: 0,
+            ack_arrival: 0,
             awaiting_ack: None,
             next_correction: 1,
             strikes: 0,
@@ -774,6 +784,7 @@ impl World {
                 continue;
             };
             let before = player.position;
+            let waited_since = player.queued_since;
             let mut processed = 0;
             while processed < MOVES_PER_TICK {
                 let Some(input) = player.inputs.pop_front() else {
@@ -823,6 +834,7 @@ impl World {
                                     0.0
                                 };
                                 player.ack_seq = seq;
+                                player.ack_arrival = waited_since;
                                 player.position_seq += 1;
                                 player.dirty = true;
                                 self.meters.accepted.increment(1);
@@ -966,6 +978,7 @@ impl World {
                         ecef: p.ecef,
                         state: p.state,
                         ack_seq: p.ack_seq,
+                        ack_arrival: p.ack_arrival,
                     }));
                     hot.push(Hot::new(&p.state, p.wire, p.changed_tick));
                 }
