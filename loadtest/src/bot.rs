@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{histogram, Counters, Stats};
+use crate::stats::{histogram, unix_us, Counters, Stats, MAX_LATENCY_US};
 use crate::tokens::TOKEN_FREE;
 use crate::walk::{Walk, Walker};
 
@@ -119,12 +119,14 @@ pub async fn run(plan: Plan, shared: Arc<Shared>) {
         seq: 0,
         pending: VecDeque::new(),
         latency: histogram(),
+        staleness: histogram(),
         captures: Vec::new(),
         plan,
         shared: Arc::clone(&shared),
     };
     let stayed = bot.walk().await;
     Stats::merge(&shared.stats.move_ack, &bot.latency);
+    Stats::merge(&shared.stats.staleness, &bot.staleness);
     // Only a probe that was there to the end can say what it was not told.
     if let (Some(rush), true) = (&shared.walk.rush, stayed) {
         rush.record(bot.captures);
@@ -248,6 +250,9 @@ struct Bot {
     pending: VecDeque<(u32, Instant)>,
     /// Move→ack latency in µs.
     latency: Histogram<u64>,
+    /// `Update` staleness in µs: its arrival on the wall clock less its
+    /// `server_time_ms`.
+    staleness: Histogram<u64>,
     /// The flag-rush captures this probe was told of, in order.
     captures: Vec<uuid::Uuid>,
 }
@@ -349,6 +354,12 @@ impl Bot {
         match message {
             ServerMessage::Update(u) => {
                 let now = Instant::now();
+                let (from, to) = self.shared.window;
+                if now >= from && now < to {
+                    let age = unix_us().saturating_sub(u.server_time_ms.saturating_mul(1000));
+                    self.staleness
+                        .saturating_record(age.clamp(1, MAX_LATENCY_US));
+                }
                 while let Some(&(seq, sent_at)) = self.pending.front() {
                     if seq > u.ack_seq {
                         break;

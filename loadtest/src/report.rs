@@ -89,6 +89,11 @@ pub struct Report {
     /// From sending `Move` seq N to the first `Update` with `ack_seq >= N`
     /// (probes, steady state).
     pub move_ack_ms: Latency,
+    /// How old the world an `Update` shows is when a probe reads it: from
+    /// the tick's `server_time_ms` to its arrival (probes, steady state). It
+    /// reads both ends off the wall clock, so it holds on one host or with
+    /// synchronized clocks; the server's whole milliseconds add up to 1 ms.
+    pub staleness_ms: Latency,
     /// `Update`s per connected bot per second.
     pub updates_per_bot_per_s: f64,
     /// Frames received per second, all bots.
@@ -168,6 +173,7 @@ impl Report {
         row("connect", lat(&self.connect_ms));
         row("login / mint", lat(&self.login_ms));
         row("move→ack", lat(&self.move_ack_ms));
+        row("update staleness", lat(&self.staleness_ms));
         row(
             "updates/s per bot",
             format!("{:.2}", self.updates_per_bot_per_s),

@@ -9,6 +9,20 @@ use hdrhistogram::Histogram;
 /// The largest latency recorded, in µs; anything slower is clamped to it.
 pub const MAX_LATENCY_US: u64 = 120_000_000;
 
+/// The wall clock in Unix µs: the clock `server_time_ms` is read off.
+#[must_use]
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The wall clock in Unix ms.
+#[must_use]
+pub fn unix_ms() -> u64 {
+    unix_us() / 1000
+}
+
 /// A histogram of µs with 3 significant figures.
 #[must_use]
 pub fn histogram() -> Histogram<u64> {
@@ -97,6 +111,9 @@ pub struct Stats {
     /// Move→ack latency of the probes during the steady state, merged as
     /// each probe ends (a std `Mutex`: taken once per probe, never across `.await`).
     pub move_ack: Mutex<Histogram<u64>>,
+    /// Staleness of the probes' `Update`s during the steady state, merged
+    /// like `move_ack`.
+    pub staleness: Mutex<Histogram<u64>>,
     /// Connect (TCP + upgrade + `Welcome`) latency of every bot.
     pub connect: Mutex<Histogram<u64>>,
 }
@@ -106,6 +123,7 @@ impl Default for Stats {
         Self {
             counters: Counters::default(),
             move_ack: Mutex::new(histogram()),
+            staleness: Mutex::new(histogram()),
             connect: Mutex::new(histogram()),
         }
     }

@@ -18,7 +18,7 @@ use crate::load::{self, Drivers};
 use crate::procstat::{self, Process, Sampler};
 use crate::report::{Latency, ProcessStats, Report};
 use crate::rush::Rush;
-use crate::stats::{CounterValues, Stats};
+use crate::stats::{unix_ms, CounterValues, Stats};
 use crate::walk::Walk;
 use crate::{tokens, LoadtestError, Options};
 
@@ -87,7 +87,7 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         stop: CancellationToken::new(),
     });
     let window_ms = {
-        let now_ms = unix_ms();
+        let now_ms = unix_ms() as i64;
         let at =
             |t: Instant| now_ms + t.saturating_duration_since(Instant::now()).as_millis() as i64;
         (at(window.0), at(window.1))
@@ -248,6 +248,7 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         connect_ms: lock(&shared.stats.connect),
         login_ms: Latency::from_us(&credentials.latency),
         move_ack_ms: lock(&shared.stats.move_ack),
+        staleness_ms: lock(&shared.stats.staleness),
         updates_per_bot_per_s: rate(end.updates_in, start.updates_in) / present as f64,
         frames_in_per_s: rate(end.frames_in, start.frames_in),
         bytes_in_per_s: rate(end.bytes_in, start.bytes_in),
@@ -267,12 +268,6 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         flag_rush,
         flood,
     })
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn stats(pid: Option<u32>, (cpu, rss_max, rss_last): (f64, u64, u64)) -> ProcessStats {

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::fanout::{FanOut, Outlet};
 use super::hub::Hub;
 use super::WELCOME_POSITION;
+use crate::stats::unix_ms;
 
 /// As the shard: a socket must say `Hello` this soon.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,12 +67,6 @@ pub fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Serve one socket until either side ends it.
 async fn serve(baseline: Arc<Baseline>, socket: WebSocket, encoding: Encoding, by_header: bool) {
     let hub = &baseline.hub;
@@ -105,7 +100,7 @@ async fn serve(baseline: Arc<Baseline>, socket: WebSocket, encoding: Encoding, b
         tick_hz: hub.tick_hz,
         position: WELCOME_POSITION,
         world: "baseline".into(),
-        server_time_ms: now_ms(),
+        server_time_ms: unix_ms(),
         resume_token: String::new(),
     };
     if sink

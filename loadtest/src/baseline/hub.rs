@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::BaselineOptions;
+use crate::stats::unix_ms;
 
 /// What one tick publishes to a group: the states of the members that moved.
 #[derive(Debug, Default)]
@@ -141,9 +142,7 @@ impl Hub {
         loop {
             every.tick().await;
             tick += 1;
-            let server_time_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let server_time_ms = unix_ms();
             let groups = self
                 .groups
                 .lock()
