@@ -23,7 +23,7 @@ pub const AOI_RADIUS_M: f64 = 150.0;
 pub const M_PER_DEG: f64 = 111_194.93;
 
 /// A longitude/latitude box, `min_lon,min_lat,max_lon,max_lat`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct BBox {
     /// West edge.
     pub min_lon: f64,
@@ -129,10 +129,11 @@ fn numbers(s: &str, n: usize) -> Result<Vec<f64>, String> {
 }
 
 /// The wire encoding the bots speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingArg {
     /// `meridian.v1.bincode`, binary frames.
+    #[default]
     Bincode,
     /// `meridian.v1.json`, text frames.
     Json,
@@ -196,6 +197,11 @@ pub struct Options {
     /// (mind the server's LOGIN_RATE_PER_MIN).
     #[arg(long, conflicts_with = "token_free")]
     pub login: bool,
+    /// Only get the tokens (with --login, through the real account API) and
+    /// stop: no bot connects. The report gives the token calls' latency, the
+    /// bots left without one, and the server's CPU while the calls ran.
+    #[arg(long, conflicts_with = "token_free")]
+    pub logins_only: bool,
     /// Authenticate with a dummy token in Hello (for the transport baseline).
     #[arg(long)]
     pub token_free: bool,
@@ -264,6 +270,7 @@ impl Options {
             ops_url: None,
             ops_token: None,
             login: false,
+            logins_only: false,
             token_free: false,
             prefix: "bot".into(),
             min_speed: 1.4,

@@ -58,7 +58,7 @@ pub struct ProcessStats {
 }
 
 /// One load test's results. Rates are per second of steady state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// The game URLs.
     pub urls: Vec<String>,
@@ -82,6 +82,8 @@ pub struct Report {
     pub connected: u64,
     /// Bots that never did.
     pub failed: u64,
+    /// Bots that got a token (every bot with `--token-free`).
+    pub tokens: u64,
     /// From starting to connect until `Welcome`.
     pub connect_ms: Latency,
     /// Token calls: one per minted batch, or one register+login per bot.
@@ -166,6 +168,7 @@ impl Report {
                 self.ramp_s, self.duration_s
             ),
         );
+        row("tokens", format!("{} of {}", self.tokens, self.bots));
         row(
             "connected / failed",
             format!("{} / {}", self.connected, self.failed),

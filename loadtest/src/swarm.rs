@@ -49,7 +49,11 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     if server_pid.is_none() && !options.no_server_stats {
         tracing::warn!(name = %options.server_name, "no server process found: its CPU and RSS are not reported");
     }
+    if options.logins_only {
+        return logins_only(&options, server_pid).await;
+    }
     let credentials = tokens::acquire(&options).await?;
+    let tokens = tokens_held(&options, &credentials);
     let area = options.area();
     let encoding = Encoding::from(options.encoding);
     let probes = options.probe_count();
@@ -245,6 +249,7 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         area,
         connected: end.connected,
         failed: end.failed,
+        tokens,
         connect_ms: lock(&shared.stats.connect),
         login_ms: Latency::from_us(&credentials.latency),
         move_ack_ms: lock(&shared.stats.move_ack),
@@ -268,6 +273,43 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         flag_rush,
         flood,
     })
+}
+
+/// `--logins-only`: get the tokens, timing the calls and the server's CPU
+/// while they run, and connect no bot.
+async fn logins_only(options: &Options, server_pid: Option<u32>) -> Result<Report, LoadtestError> {
+    let sampler = server_pid.map(|pid| Sampler::start(Process::Pid(pid)));
+    let credentials = tokens::acquire(options).await?;
+    let server = sampler
+        .and_then(Sampler::finish)
+        .map(|s| stats(server_pid, s));
+    let tokens = tokens_held(options, &credentials);
+    let failed = options.bots as u64 - tokens;
+    let error_rate = failed as f64 / options.bots as f64;
+    Ok(Report {
+        urls: options.urls.clone(),
+        bots: options.bots,
+        encoding: options.encoding,
+        auth: credentials.mode,
+        area: options.area(),
+        failed,
+        tokens,
+        login_ms: Latency::from_us(&credentials.latency),
+        error_rate,
+        max_error_rate: options.max_error_rate,
+        passed: error_rate <= options.max_error_rate,
+        server,
+        ..Report::default()
+    })
+}
+
+/// Bots with a token, or every bot when none needs one.
+fn tokens_held(options: &Options, credentials: &tokens::Credentials) -> u64 {
+    if options.token_free {
+        options.bots as u64
+    } else {
+        credentials.tokens.iter().filter(|t| t.is_some()).count() as u64
+    }
 }
 
 fn stats(pid: Option<u32>, (cpu, rss_max, rss_last): (f64, u64, u64)) -> ProcessStats {

@@ -219,3 +219,35 @@ async fn a_flag_rush_captures_flags_and_every_capture_is_told_once() {
 
     shard.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_only_logs_every_bot_in_and_joins_none() {
+    let shard = Shard::start().await;
+    let mut options = Options::new(vec![format!("ws://{}/ws", shard.game)]);
+    options.login = true;
+    options.logins_only = true;
+    // Twelve account calls: under the test shard's 20 per minute and address.
+    options.bots = 6;
+    options.prefix = "storm".into();
+    options.no_server_stats = true;
+    options.quiet = true;
+    let json = run(options).await;
+
+    assert_eq!(json["auth"], "login", "{json:#}");
+    assert_eq!(json["tokens"], 6, "{json:#}");
+    assert_eq!(json["failed"], 0, "{json:#}");
+    assert_eq!(json["connected"], 0, "{json:#}");
+    assert_eq!(json["passed"], true, "{json:#}");
+    assert_eq!(json["login_ms"]["count"], 6, "{json:#}");
+    let status = format!("http://{}/api/status", shard.ops);
+    let body: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
+    let players: u64 = body["worlds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["players"].as_u64().unwrap())
+        .sum();
+    assert_eq!(players, 0, "no bot joined: {body:#}");
+
+    shard.stop().await;
+}
