@@ -1,6 +1,6 @@
-//! Password hashing with Argon2id, run on a few dedicated threads at a lowered
-//! scheduling priority, so that a login storm never occupies the async
-//! threads and never takes CPU the game needs.
+//! Password hashing with Argon2id, run on a few dedicated threads under the
+//! kernel's idle scheduling class, so that a login storm never occupies the
+//! async threads and never takes CPU the game needs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -11,10 +11,16 @@ use argon2::Argon2;
 use rand::RngCore;
 use tokio::sync::{oneshot, OnceCell};
 
-/// The nice value of the hashing threads: the lowest (0 is normal). When
-/// the game and the hashes want the same cores, the kernel gives each game
-/// thread about seventy times a hash thread's share: logins slow down in a
-/// storm, players do not. When the cores are idle, hashes run at full speed.
+/// The nice value of the hashing threads where the idle class is refused:
+/// the lowest (0 is normal).
+///
+/// The hashing threads run under `SCHED_IDLE`: a game thread that wakes
+/// takes the core from a hash at once, and a hash runs only on a core the
+/// game leaves idle. Nice 19 alone was not enough: a nice-19 thread still
+/// gets about 1.5 % of a busy core and keeps its slice until the scheduler
+/// next looks, and with 2,000 players and 1,000 logins on two cores the
+/// players' move→ack p99 rose from 57 to 73 ms (median of three); under
+/// `SCHED_IDLE` it stayed at 56 ms, with the logins as fast as before.
 pub const HASH_NICE: i32 = 19;
 
 /// Hashes that may wait per hashing thread. A hash takes tens of
@@ -235,11 +241,21 @@ impl Drop for Pending {
     }
 }
 
-/// Lower the calling thread's scheduling priority to `HASH_NICE`. On Linux the
-/// nice value belongs to the thread, and `who = 0` names the calling thread.
+/// Put the calling thread in the idle scheduling class, or, if the kernel
+/// refuses, at `HASH_NICE`. On Linux both belong to the thread, and pid or
+/// `who` 0 names the calling thread. Lowering needs no privilege.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler only reads `param`, which outlives the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return;
+        }
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot put a password hashing thread in the idle class; lowering its nice value"
+        );
         // SAFETY: setpriority only reads its integer arguments.
         let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_NICE) } != 0;
         if failed {
@@ -319,17 +335,21 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn hashes_run_at_a_lowered_priority() {
+    async fn hashes_run_in_the_idle_scheduling_class() {
         let hasher = Hasher::new(1);
-        // SAFETY: getpriority only reads its integer arguments.
-        let nice = hasher
-            .run(|| Ok(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }))
+        // SAFETY: sched_getscheduler only reads its integer argument.
+        let policy = hasher
+            .run(|| Ok(unsafe { libc::sched_getscheduler(0) }))
             .await
             .unwrap();
-        assert_eq!(nice, HASH_NICE);
+        assert_eq!(policy, libc::SCHED_IDLE);
         // SAFETY: as above.
-        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        assert!(ours < HASH_NICE, "only the hashing threads are lowered");
+        let ours = unsafe { libc::sched_getscheduler(0) };
+        assert_eq!(
+            ours,
+            libc::SCHED_OTHER,
+            "only the hashing threads are lowered"
+        );
     }
 
     #[tokio::test]
