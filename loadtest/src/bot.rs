@@ -79,10 +79,19 @@ pub struct Shared {
     pub stats: Stats,
     /// Where to walk.
     pub walk: Walk,
-    /// Latency is recorded for moves sent in this window (the steady state).
+    /// Latency is recorded for moves sent, and staleness for updates read,
+    /// in this window (the steady state).
     pub window: (Instant, Instant),
     /// Cancelled when the test ends.
     pub stop: CancellationToken,
+}
+
+impl Shared {
+    /// Whether `t` is in the steady state, where the probes measure.
+    fn measures(&self, t: Instant) -> bool {
+        let (from, to) = self.window;
+        t >= from && t < to
+    }
 }
 
 /// Run one bot to the end of the test. Failures are counted, not returned.
@@ -325,8 +334,7 @@ impl Bot {
         if self.socket.send(frame).await.is_err() {
             return false;
         }
-        let (from, to) = self.shared.window;
-        if sent_at >= from && sent_at < to {
+        if self.shared.measures(sent_at) {
             if self.pending.len() == MAX_PENDING {
                 self.pending.pop_front();
             }
@@ -354,8 +362,7 @@ impl Bot {
         match message {
             ServerMessage::Update(u) => {
                 let now = Instant::now();
-                let (from, to) = self.shared.window;
-                if now >= from && now < to {
+                if self.shared.measures(now) {
                     let age = unix_us().saturating_sub(u.server_time_ms.saturating_mul(1000));
                     self.staleness
                         .saturating_record(age.clamp(1, MAX_LATENCY_US));

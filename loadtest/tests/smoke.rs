@@ -69,6 +69,18 @@ async fn run(options: Options) -> serde_json::Value {
     serde_json::to_value(&report).unwrap()
 }
 
+/// Players in every world of the shard, from its ops status.
+async fn players_in_world(ops: std::net::SocketAddr) -> u64 {
+    let status = format!("http://{ops}/api/status");
+    let body: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
+    body["worlds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["players"].as_u64().unwrap())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_bots_walk_the_demo_world_without_corrections() {
     // The test world is the seeded demo world, with its blocked and slow areas.
@@ -110,16 +122,9 @@ async fn fifty_bots_walk_the_demo_world_without_corrections() {
     assert!(json["bots_process"]["cpu_percent"].as_f64().unwrap() >= 0.0);
 
     // The bots closed with code 1000: their players left at once.
-    let status = format!("http://{ops}/api/status");
     let mut players = u64::MAX;
     for _ in 0..50 {
-        let body: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
-        players = body["worlds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["players"].as_u64().unwrap())
-            .sum();
+        players = players_in_world(ops).await;
         if players == 0 {
             break;
         }
@@ -239,15 +244,7 @@ async fn logins_only_logs_every_bot_in_and_joins_none() {
     assert_eq!(json["connected"], 0, "{json:#}");
     assert_eq!(json["passed"], true, "{json:#}");
     assert_eq!(json["login_ms"]["count"], 6, "{json:#}");
-    let status = format!("http://{}/api/status", shard.ops);
-    let body: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
-    let players: u64 = body["worlds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["players"].as_u64().unwrap())
-        .sum();
-    assert_eq!(players, 0, "no bot joined: {body:#}");
+    assert_eq!(players_in_world(shard.ops).await, 0, "no bot joined");
 
     shard.stop().await;
 }
