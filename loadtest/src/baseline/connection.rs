@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::Message;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{ClientMessage, Encoding, EntityState, LonLat, ServerMessage};
+use meridian_server::net::socket::{Frames, Handshake, Writer};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -44,9 +45,9 @@ pub fn router(baseline: Arc<Baseline>) -> Router {
 async fn upgrade(
     State(baseline): State<Arc<Baseline>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    handshake: Handshake,
 ) -> Response {
-    let Some((ws, encoding)) = meridian_server::net::negotiate(ws) else {
+    let Some(encoding) = meridian_server::net::negotiate(&handshake) else {
         return (
             StatusCode::BAD_REQUEST,
             "request meridian.v1.bincode or meridian.v1.json",
@@ -55,7 +56,9 @@ async fn upgrade(
     };
     // Any bearer token is accepted, as any Hello is: there is no account here.
     let by_header = headers.contains_key(header::AUTHORIZATION);
-    ws.on_upgrade(move |socket| serve(baseline, socket, encoding, by_header))
+    meridian_server::net::accept(handshake, encoding, move |sink, stream| {
+        serve(baseline, sink, stream, encoding, by_header)
+    })
 }
 
 /// Bytes of the encoding as a frame.
@@ -68,9 +71,14 @@ pub fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
 }
 
 /// Serve one socket until either side ends it.
-async fn serve(baseline: Arc<Baseline>, socket: WebSocket, encoding: Encoding, by_header: bool) {
+async fn serve(
+    baseline: Arc<Baseline>,
+    mut sink: Writer,
+    mut stream: Frames,
+    encoding: Encoding,
+    by_header: bool,
+) {
     let hub = &baseline.hub;
-    let (mut sink, mut stream) = socket.split();
     if !hub.no_auth && !by_header {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
             while let Some(Ok(message)) = stream.next().await {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use bytes::{BufMut, BytesMut};
-use futures_util::stream::SplitSink;
 use meridian_protocol::codec::write_bincode_update;
 use meridian_protocol::{Encoding, EntityState, ServerMessage, Update, WireState};
 use meridian_server::net::fanout::{flush, push, YIELD_EVERY};
+use meridian_server::net::socket::Writer;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::frame;
@@ -26,7 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One connection's writing half, handed over after its `Welcome`.
 pub struct Outlet {
     /// Frames to the client.
-    pub sink: SplitSink<WebSocket, Message>,
+    pub sink: Writer,
     /// The client's group.
     pub group: Arc<Group>,
     /// The client's entity id.

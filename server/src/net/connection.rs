@@ -3,12 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitStream;
+use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{SinkExt, StreamExt};
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::socket::{Frames, Writer};
 use super::{fanout, frames, reader, Gateway, AUTH_TIMEOUT};
 use crate::auth::{AuthError, Identity};
 use crate::bus::{cells, ControlEvent};
@@ -80,14 +80,14 @@ impl Drop for Open {
 /// Serve one upgraded socket until it closes.
 pub async fn serve(
     gateway: Arc<Gateway>,
-    socket: WebSocket,
+    mut sink: Writer,
+    mut stream: Frames,
     encoding: Encoding,
     identity: Option<Identity>,
     world: Option<String>,
 ) {
     let _open = Open::count();
     let conn_id = gateway.next_conn_id();
-    let (mut sink, mut stream) = socket.split();
     let established = tokio::select! {
         result = establish(&gateway, &mut stream, encoding, identity, world, conn_id) => result,
         () = gateway.shutdown.cancelled() => Err(Refusal { error: None, code: close::GOING_AWAY, reason: "server shutting down" }),
@@ -167,7 +167,7 @@ pub fn close_frame(code: u16, reason: &'static str) -> Message {
 /// Authenticate (by header or `Hello`) and join or resume.
 async fn establish(
     gateway: &Gateway,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut Frames,
     encoding: Encoding,
     identity: Option<Identity>,
     world: Option<String>,
@@ -330,7 +330,7 @@ async fn authenticate(gateway: &Gateway, token: &str) -> Result<Identity, Refusa
 
 /// Wait for the first frame, which must be a `Hello`: (token, world, resume).
 async fn read_hello(
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut Frames,
     encoding: Encoding,
 ) -> Result<(String, Option<String>, Option<String>), Refusal> {
     let timeout = Refusal::new(

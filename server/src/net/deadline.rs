@@ -75,6 +75,12 @@ impl<T> Deadlined<T> {
         &self.io
     }
 
+    /// The connection inside, taken out (after an upgrade, its headers
+    /// are long complete).
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
     /// Follow `bytes` through the header terminator; true once it is complete.
     fn saw_end_of_headers(&mut self, bytes: &[u8]) -> bool {
         const END: &[u8; 4] = b"\r\n\r\n";

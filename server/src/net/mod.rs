@@ -1,6 +1,6 @@
 //! The WebSocket gateway: `/ws` on the game port, the task that reads each
 //! connection (`connection` → `reader`), and each world's fan-out tasks that
-//! write to all of them (`fanout`).
+//! write to all of them (`fanout`) through the sockets' writers (`socket`).
 //!
 //! Architecture Invariant: a connection's failure ends that connection only.
 //! Connection tasks reach the tick through its command channel and read its
@@ -14,6 +14,7 @@ pub mod forwarded;
 pub mod frames;
 mod limiter;
 mod reader;
+pub mod socket;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -21,8 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitSink;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,7 +32,7 @@ use crate::world::interest::View;
 use crate::world::WorldHandle;
 
 pub use fanout::FanOut;
-pub use upgrade::{negotiate, router, tune_socket};
+pub use upgrade::{accept, negotiate, router, tune_socket};
 
 /// How long a socket may take to authenticate before it is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,7 +87,7 @@ pub struct Gateway {
     pub worlds: HashMap<String, WorldHandle>,
     /// Each world's fan-out, by world name: built from `worlds`, so every
     /// world a connection can join has one.
-    pub fanouts: HashMap<String, FanOut<SplitSink<WebSocket, Message>>>,
+    pub fanouts: HashMap<String, FanOut<socket::Writer>>,
     /// The world joined when a client names none.
     pub default_world: String,
     /// Token verification.

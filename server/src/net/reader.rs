@@ -12,13 +12,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use axum::extract::ws::Message;
 use futures_util::StreamExt;
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage};
 use tokio::sync::{mpsc, Notify};
 
 use super::limiter::Limiter;
+use super::socket::{Frames, Writer};
 use super::NetSettings;
 use super::{fanout, frames};
 use crate::store::now_ms;
@@ -35,10 +35,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// What the reader needs.
 pub struct Reader {
     /// Frames from the client.
-    pub stream: SplitStream<WebSocket>,
+    pub stream: Frames,
     /// Frames to the client (served by the fan-out; the reader only answers
     /// pings through it).
-    pub sink: Arc<Mutex<SplitSink<WebSocket, Message>>>,
+    pub sink: Arc<Mutex<Writer>>,
     /// The connection's outbox and signals.
     pub link: ConnLink,
     /// The tick's command channel.
@@ -163,10 +163,16 @@ async fn read(reader: &mut Reader) -> End {
             (Message::Binary(data), false) => data,
             (Message::Ping(_) | Message::Pong(_), _) => continue,
             (Message::Close(frame), _) => {
+                // tungstenite's answer to the close frame goes out now, ahead
+                // of anything the fan-out would send: after it, nothing may.
+                reader.stream.flush().await;
+                if let Ok(mut sink) = reader.sink.try_lock() {
+                    let _ = fanout::flush(&mut *sink);
+                }
                 return match frame {
                     Some(frame) if frame.code == close::NORMAL => End::Left,
                     _ => End::Dropped,
-                }
+                };
             }
             _ => {
                 if refuse(

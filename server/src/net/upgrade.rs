@@ -1,9 +1,9 @@
 //! The `/ws` route: subprotocol negotiation, optional header authentication,
 //! and socket limits, before handing the socket to its connection task.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,8 +11,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use meridian_protocol::{limits, Encoding};
 use serde::Deserialize;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::forwarded::ClientIp;
+use super::socket::{Frames, Handshake, Writer};
 use super::{connection, Gateway};
 use crate::auth::AuthError;
 
@@ -22,11 +24,6 @@ use crate::auth::AuthError;
 /// (up to `MAX_FRAME_BYTES`) is simply read in several pieces. At 8 KiB the
 /// zeroing alone cost 2.5 % of the server's CPU at 4,000 players.
 const READ_BUFFER_BYTES: usize = 1024;
-
-/// Most bytes buffered for one connection when its socket is not writable.
-/// One `Update` is at most a few KiB; anything beyond this is a client that
-/// stopped reading, and the write blocks (see `WRITE_TIMEOUT`).
-const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
 
 /// The kernel's send buffer per game socket (Linux doubles it for its own
 /// bookkeeping). One tick's frame is a few KiB, so this holds dozens of
@@ -50,23 +47,32 @@ struct WsQuery {
     world: Option<String>,
 }
 
-/// Pick a socket's encoding from the subprotocols its client requested, and
-/// apply the gateway's socket limits (read buffer, write buffer, frame size).
-/// `None` if the client requested none of ours. The transport baseline calls
-/// this too, so that it is the same stack as the gateway.
+/// Pick a socket's encoding from the subprotocols its client requested (the
+/// first of ours it asked for, in our order). `None` if it requested none of
+/// ours. The transport baseline calls this too, so that it is the same stack
+/// as the gateway.
 #[must_use]
-pub fn negotiate(ws: WebSocketUpgrade) -> Option<(WebSocketUpgrade, Encoding)> {
-    let ws = ws.protocols(Encoding::SUBPROTOCOLS);
-    let encoding = ws
-        .selected_protocol()
-        .and_then(|v| v.to_str().ok())
-        .and_then(Encoding::from_subprotocol)?;
-    let ws = ws
+pub fn negotiate(handshake: &Handshake) -> Option<Encoding> {
+    Encoding::SUBPROTOCOLS
+        .iter()
+        .find(|protocol| handshake.requested(protocol))
+        .and_then(|protocol| Encoding::from_subprotocol(protocol))
+}
+
+/// Accept an upgrade negotiated as `encoding` with the gateway's reading
+/// limits (read buffer, frame size) and serve it with `serve`.
+pub fn accept<F, Fut>(handshake: Handshake, encoding: Encoding, serve: F) -> Response
+where
+    F: FnOnce(Writer, Frames) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(limits::MAX_FRAME_BYTES)
-        .max_frame_size(limits::MAX_FRAME_BYTES);
-    Some((ws, encoding))
+        .max_message_size(Some(limits::MAX_FRAME_BYTES))
+        .max_frame_size(Some(limits::MAX_FRAME_BYTES))
+        // What tungstenite writes (pongs, close answers) goes to the writer at once.
+        .write_buffer_size(0);
+    handshake.accept(encoding.subprotocol(), config, serve)
 }
 
 /// The game port's WebSocket route, and the play page that uses it.
@@ -90,9 +96,9 @@ async fn upgrade(
     ClientIp(client): ClientIp,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    handshake: Handshake,
 ) -> Response {
-    let Some((ws, encoding)) = negotiate(ws) else {
+    let Some(encoding) = negotiate(&handshake) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "unsupported_subprotocol",
@@ -135,9 +141,9 @@ async fn upgrade(
             }
         },
     };
-    ws.on_upgrade(move |socket| {
+    accept(handshake, encoding, move |writer, frames| {
         let tracker = gateway.tracker.clone();
-        let served = connection::serve(gateway, socket, encoding, identity, query.world);
+        let served = connection::serve(gateway, writer, frames, encoding, identity, query.world);
         tracker.track_future(async move {
             // The address's slot is given back when the connection ends.
             let _slot = slot;
