@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use meridian_protocol::{ClientMessage, Encoding, EntityState, LonLat, ServerMessage};
 use meridian_server::net::socket::{Frames, Handshake, Writer};
 use tokio::sync::oneshot;

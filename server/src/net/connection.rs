@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 

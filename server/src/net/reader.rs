@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
-use futures_util::StreamExt;
 use meridian_protocol::{close, ClientMessage, Encoding, ErrorCode, KickReason, ServerMessage};
 use tokio::sync::{mpsc, Notify};
 
@@ -165,7 +164,7 @@ async fn read(reader: &mut Reader) -> End {
             (Message::Close(frame), _) => {
                 // tungstenite's answer to the close frame goes out now, ahead
                 // of anything the fan-out would send: after it, nothing may.
-                reader.stream.flush().await;
+                reader.stream.flush();
                 if let Ok(mut sink) = reader.sink.try_lock() {
                     let _ = fanout::flush(&mut *sink);
                 }

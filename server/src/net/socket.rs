@@ -30,16 +30,15 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::{Sink, Stream};
+use futures_util::Sink;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tokio_tungstenite::tungstenite::{self as ts, handshake::derive_accept_key};
-use tokio_tungstenite::WebSocketStream;
 
 use super::deadline::Deadlined;
 
@@ -52,7 +51,7 @@ pub const MAX_UNSENT_BYTES: usize = 64 * 1024;
 /// Most bytes of tungstenite's own frames (pongs, close answers) waiting for
 /// the writer. A client sending pings faster than the shard writes its
 /// frames fills it, and its socket is then closed as failed.
-const MAX_CONTROL_BYTES: usize = 512 * 1024;
+const MAX_REPLY_BYTES: usize = 512 * 1024;
 
 /// A WebSocket upgrade request, checked as axum's `WebSocketUpgrade` checks
 /// it (the same refusals: 405, 400, 426), for a socket served by `Writer`
@@ -179,20 +178,8 @@ impl Handshake {
                 tracing::error!("an upgraded connection is not a TCP stream");
                 return;
             };
-            let (read, write) = tcp.into_split();
-            let control = Arc::new(Replies::default());
-            let reader = ReadSide {
-                read,
-                control: Arc::clone(&control),
-            };
-            let stream = WebSocketStream::from_partially_read(
-                reader,
-                read_buf.to_vec(),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            serve(Writer::new(write, control), Frames { stream }).await;
+            let (writer, frames) = split(tcp, &read_buf, config);
+            serve(writer, frames).await;
         });
         (
             StatusCode::SWITCHING_PROTOCOLS,
@@ -212,6 +199,28 @@ impl Handshake {
         )
             .into_response()
     }
+}
+
+/// The two halves of a WebSocket on `tcp` after its handshake: `read_buf`
+/// holds what was read past the handshake, `config` tungstenite's reading
+/// limits.
+#[must_use]
+pub fn split(tcp: TcpStream, read_buf: &[u8], config: WebSocketConfig) -> (Writer, Frames) {
+    let (read, write) = tcp.into_split();
+    let replies = Arc::new(Replies::default());
+    let frames = Frames {
+        context: WebSocketContext::from_partially_read(
+            read_buf.to_vec(),
+            Role::Server,
+            Some(config),
+        ),
+        io: ReadSide {
+            read,
+            replies: Arc::clone(&replies),
+        },
+        ended: false,
+    };
+    (Writer::new(write, replies), frames)
 }
 
 /// The TCP stream under an upgraded connection, and the bytes the server
@@ -236,72 +245,77 @@ struct Replies {
     bytes: Mutex<BytesMut>,
 }
 
-/// The reading half as tungstenite sees it: reads from the socket, writes
-/// into `Replies`.
+/// The reading half as tungstenite sees it: reads from the socket without
+/// waiting (`WouldBlock` when it is empty), writes into `Replies`.
 struct ReadSide {
     read: OwnedReadHalf,
-    control: Arc<Replies>,
+    replies: Arc<Replies>,
 }
 
-impl AsyncRead for ReadSide {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+impl io::Read for ReadSide {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.try_read(buf)
     }
 }
 
-impl AsyncWrite for ReadSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let control = &self.control;
-        let mut bytes = control.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        if bytes.len() + buf.len() > MAX_CONTROL_BYTES {
-            return Poll::Ready(Err(io::Error::other(
+impl io::Write for ReadSide {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let replies = &self.replies;
+        let mut bytes = replies.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        if bytes.len() + buf.len() > MAX_REPLY_BYTES {
+            return Err(io::Error::other(
                 "the client's pings are not being answered fast enough",
-            )));
+            ));
         }
         bytes.extend_from_slice(buf);
-        control.pending.store(true, Ordering::Release);
-        Poll::Ready(Ok(buf.len()))
+        replies.pending.store(true, Ordering::Release);
+        Ok(buf.len())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
-/// Frames from the client, as axum's messages.
+/// Frames from the client, as axum's messages. tungstenite is driven
+/// directly on the non-blocking socket, waiting for readability only when
+/// it has read everything there was: tokio-tungstenite's adapter, which
+/// registers a waker per read and per write through a proxy of its own,
+/// cost more than tungstenite's parsing.
 pub struct Frames {
-    stream: WebSocketStream<ReadSide>,
+    context: WebSocketContext,
+    io: ReadSide,
+    /// The client closed or the stream failed: nothing more will come.
+    ended: bool,
 }
 
 impl Frames {
+    /// The next frame; `None` once the connection is closed. Cancel-safe:
+    /// a partly read frame stays in tungstenite's buffer.
+    pub async fn next(&mut self) -> Option<Result<Message, axum::Error>> {
+        while !self.ended {
+            match self.context.read(&mut self.io) {
+                Ok(frame) => return Some(Ok(from_tungstenite(frame))),
+                Err(ts::Error::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(err) = self.io.read.readable().await {
+                        self.ended = true;
+                        return Some(Err(axum::Error::new(ts::Error::Io(err))));
+                    }
+                }
+                Err(ts::Error::ConnectionClosed | ts::Error::AlreadyClosed) => self.ended = true,
+                Err(err) => {
+                    self.ended = true;
+                    return Some(Err(axum::Error::new(err)));
+                }
+            }
+        }
+        None
+    }
+
     /// Hand tungstenite's pending answers (the reply to a close frame the
     /// client sent) to the writer.
-    pub async fn flush(&mut self) {
-        let _ = futures_util::SinkExt::flush(&mut self.stream).await;
-    }
-}
-
-impl Stream for Frames {
-    type Item = Result<Message, axum::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = std::task::ready!(Pin::new(&mut self.get_mut().stream).poll_next(cx));
-        Poll::Ready(next.map(|frame| match frame {
-            Ok(frame) => Ok(from_tungstenite(frame)),
-            Err(err) => Err(axum::Error::new(err)),
-        }))
+    pub fn flush(&mut self) {
+        let _ = self.context.flush(&mut self.io);
     }
 }
 
@@ -328,28 +342,28 @@ pub struct Writer {
     io: OwnedWriteHalf,
     /// Frames not yet taken by the kernel.
     out: BytesMut,
-    control: Arc<Replies>,
+    replies: Arc<Replies>,
     /// A close frame has been queued: nothing may follow it.
     closed: bool,
 }
 
 impl Writer {
-    fn new(io: OwnedWriteHalf, control: Arc<Replies>) -> Self {
+    fn new(io: OwnedWriteHalf, replies: Arc<Replies>) -> Self {
         Self {
             io,
             out: BytesMut::new(),
-            control,
+            replies,
             closed: false,
         }
     }
 
     /// Queue tungstenite's own frames ahead of the next one, noting a close.
-    fn take_control(&mut self) {
-        if !self.control.pending.load(Ordering::Acquire) {
+    fn take_replies(&mut self) {
+        if !self.replies.pending.load(Ordering::Acquire) {
             return;
         }
-        let mut bytes = self.control.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        self.control.pending.store(false, Ordering::Release);
+        let mut bytes = self.replies.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        self.replies.pending.store(false, Ordering::Release);
         if self.closed {
             bytes.clear();
             return;
@@ -410,7 +424,7 @@ impl Sink<Message> for Writer {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.take_control();
+        this.take_replies();
         if this.closed {
             return Poll::Ready(Err(closed_error()));
         }
@@ -449,7 +463,7 @@ impl Sink<Message> for Writer {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        this.take_control();
+        this.take_replies();
         this.write_out(cx).map_err(axum::Error::new)
     }
 
