@@ -21,6 +21,7 @@ use axum::serve::ListenerExt;
 use clap::Args;
 use meridian_protocol::LonLat;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use hub::Hub;
 
@@ -55,7 +56,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = Arc::new(Hub::new(&options));
-    let ticks = tokio::spawn(Arc::clone(&hub).run_ticks());
+    // Ticks on a thread of their own, paced like the shard's (see
+    // `meridian_server::world::pacer`), so that the ceiling keeps time the
+    // same way.
+    // The runtime waits for this thread when it is dropped, so the ticks
+    // stop whenever this function ends, even by a panic.
+    let stop = CancellationToken::new();
+    let ticks = {
+        let (hub, stop) = (Arc::clone(&hub), stop.clone());
+        tokio::task::spawn_blocking(move || hub.run_ticks(&stop))
+    };
+    let stop = stop.drop_guard();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let fanout = fanout::FanOut::start(&hub, cores);
     let app = connection::router(Arc::new(connection::Baseline { hub, fanout }));
@@ -67,6 +78,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .into_future()
     .await;
-    ticks.abort();
+    drop(stop);
+    let _ = ticks.await;
     served
 }

@@ -162,6 +162,17 @@ async fn metrics_parse_as_prometheus_text_and_move_while_players_play() {
         .iter()
         .any(|s| s["name"] == "meridian_tick_step_duration_seconds_count"
             && s["labels"]["step"] == "movement"));
+    // Every tick records how late it started; on an idle test machine that
+    // is well under a tick period.
+    let late =
+        |s: &[Value]| value(s, "meridian_tick_lateness_seconds_count", &arena).unwrap_or(0.0);
+    assert!(late(&after) > late(&before) + 10.0);
+    let late_sum = value(&after, "meridian_tick_lateness_seconds_sum", &arena).unwrap_or(f64::MAX)
+        - value(&before, "meridian_tick_lateness_seconds_sum", &arena).unwrap_or(0.0);
+    assert!(
+        late_sum / (late(&after) - late(&before)) < 0.05,
+        "ticks started {late_sum} s late in all"
+    );
     let flushed = |s: &[Value]| value(s, "meridian_flushed_positions_total", &[]).unwrap_or(0.0);
     assert!(flushed(&after) > flushed(&before), "no flush counted");
     assert!(value(&after, "meridian_flush_lag_seconds", &[]).unwrap() < 5.0);

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use meridian_protocol::{EntityState, LonLat, WireState};
+use meridian_server::world::pacer::Pacer;
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 use super::BaselineOptions;
 use crate::stats::unix_ms;
@@ -133,14 +134,12 @@ impl Hub {
         self.ticks.subscribe()
     }
 
-    /// Tick until aborted: publish each group's moved members, encoded once.
-    pub async fn run_ticks(self: Arc<Self>) {
-        let mut every =
-            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(self.tick_hz)));
-        every.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    /// Tick until `stop` is cancelled: publish each group's moved members,
+    /// encoded once.
+    pub fn run_ticks(&self, stop: &CancellationToken) {
+        let mut pacer = Pacer::new(Duration::from_secs_f64(1.0 / f64::from(self.tick_hz)));
         let mut tick = 0u64;
-        loop {
-            every.tick().await;
+        while pacer.wait(stop).is_some() {
             tick += 1;
             let server_time_ms = unix_ms();
             let groups = self

@@ -71,6 +71,11 @@ fn describe() {
         Unit::Seconds,
         "Duration of each step of the tick"
     );
+    describe_histogram!(
+        "meridian_tick_lateness_seconds",
+        Unit::Seconds,
+        "How long after it was due each tick started"
+    );
     describe_counter!(
         "meridian_tick_overruns_total",
         "Ticks that took longer than the tick period"

@@ -29,6 +29,9 @@ pub struct TickMeters {
     tick: Histogram,
     /// `meridian_tick_step_duration_seconds{step}`, in the order of `STEPS`.
     steps: [Histogram; 6],
+    /// `meridian_tick_lateness_seconds`: how long after it was due each tick
+    /// started.
+    late: Histogram,
     /// `meridian_tick_overruns_total`: ticks longer than the tick period.
     overruns: Counter,
     /// `meridian_moves_accepted_total`.
@@ -47,6 +50,7 @@ impl TickMeters {
         Self {
             tick: histogram!("meridian_tick_duration_seconds", "world" => world.clone()),
             steps: STEPS.map(step),
+            late: histogram!("meridian_tick_lateness_seconds", "world" => world.clone()),
             overruns: counter!("meridian_tick_overruns_total", "world" => world.clone()),
             accepted: counter!("meridian_moves_accepted_total", "world" => world.clone()),
             refused: REASONS.map(refused),
@@ -71,6 +75,11 @@ impl TickMeters {
         if overran {
             self.overruns.increment(1);
         }
+    }
+
+    /// Record how late a tick started.
+    pub fn late(&self, late: std::time::Duration) {
+        self.late.record(late.as_secs_f64());
     }
 
     /// Count a refused move.

@@ -16,6 +16,7 @@ pub mod interest;
 pub mod link;
 pub mod meters;
 pub mod movement;
+pub mod pacer;
 mod player;
 mod prefetch;
 pub mod snapshot;

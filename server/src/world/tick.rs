@@ -29,6 +29,7 @@ use super::interest::View;
 use super::link::ConnLink;
 use super::meters::TickMeters;
 use super::movement::{self, Budget, Proposal, Rules};
+use super::pacer::Pacer;
 use super::player::{Player, MAX_QUEUED_INPUTS, MOVES_PER_TICK};
 use super::snapshot::{
     Board, EntitySnap, Hot, Identity, Snapshot, TickStats, TickTimings, SLOT_BITS, SLOT_MASK,
@@ -229,7 +230,12 @@ impl World {
             commands,
             snapshots: self.subscribe(),
         };
-        (handle, tokio::spawn(self.run(rx, shutdown)))
+        // A thread of its own (the blocking pool's, so the runtime's context
+        // is there for what the tick hands to tasks): see `pacer`.
+        (
+            handle,
+            tokio::task::spawn_blocking(move || self.run(rx, &shutdown)),
+        )
     }
 
     /// A receiver of this world's snapshots.
@@ -238,16 +244,16 @@ impl World {
         self.publisher.subscribe()
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
-        let mut interval = tokio::time::interval(self.settings.tick_period());
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
+    fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: &CancellationToken) {
+        let mut pacer = Pacer::new(self.settings.tick_period());
+        while let Some((now, late)) = pacer.wait(shutdown) {
+            // Every handle is gone: the server was dropped without stopping
+            // (a failed start, a test that panicked). The runtime waits for
+            // this thread when it is dropped, so it must end on its own.
+            if commands.is_closed() {
+                break;
             }
-            let now = Instant::now();
+            self.meters.late(late);
             // Only what is queued now: a flood of commands cannot stall the tick forever.
             let queued = commands.len();
             let mut drained = Vec::with_capacity(queued);
@@ -1350,6 +1356,33 @@ mod tests {
             chat_radius_m: 100.0,
         };
         World::new(def, &[], settings, Arc::new(PendingPositions::default()))
+    }
+
+    #[test]
+    fn the_tick_thread_ends_when_every_handle_is_gone() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Never cancelled: as when a server is dropped without being stopped.
+        let stop = CancellationToken::new();
+        let task = {
+            let _context = runtime.enter();
+            let (handle, task) = world().spawn(stop.clone());
+            drop(handle);
+            task
+        };
+        // Dropping the runtime waits for the tick's thread.
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(task);
+            drop(runtime);
+            let _ = done.send(());
+        });
+        assert!(
+            ended.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the runtime did not shut down: the tick thread is still running"
+        );
     }
 
     fn remote(user_id: Uuid, epoch: u64, seq: u64, lon: f64) -> RemotePlayer {
