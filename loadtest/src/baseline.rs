@@ -58,9 +58,9 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(&options));
     // Ticks on a thread of their own, paced like the shard's (see
     // `meridian_server::world::pacer`), so that the ceiling keeps time the
-    // same way.
-    // The runtime waits for this thread when it is dropped, so the ticks
-    // stop whenever this function ends, even by a panic.
+    // same way. The runtime waits for this thread when it is dropped, so the
+    // ticks stop (through the drop guard) whenever this function ends, even
+    // by a panic.
     let stop = CancellationToken::new();
     let ticks = {
         let (hub, stop) = (Arc::clone(&hub), stop.clone());

@@ -3,7 +3,7 @@
 //! The tick runs on a thread of its own, not as a task of the async runtime.
 //! As a task, a due tick waited behind whatever the runtime's workers were
 //! running: at 4,000 players, thousands of reader tasks and the fan-out's
-//! rounds. Measured there, ticks started 0.8 ms late at the median but 24–35 ms
+//! rounds. Measured there, ticks started 0.7–0.9 ms late at the median but 14–35 ms
 //! late at the 99th percentile (50 ms at worst), and every move waiting for
 //! that tick waited as long again. A thread that sleeps until its deadline is
 //! woken by the kernel, which lets a thread that mostly sleeps run at once.
@@ -43,8 +43,7 @@ impl Pacer {
         if shutdown.is_cancelled() {
             return None;
         }
-        let now = Instant::now();
-        if let Some(left) = self.due.checked_duration_since(now) {
+        if let Some(left) = self.due.checked_duration_since(Instant::now()) {
             std::thread::sleep(left);
         }
         if shutdown.is_cancelled() {

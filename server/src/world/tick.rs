@@ -218,7 +218,8 @@ impl World {
         self.share = Some(sender);
     }
 
-    /// Start the tick task. It runs until `shutdown` is cancelled, then kicks
+    /// Start the tick task, on a thread of its own (see `pacer`). It runs
+    /// until `shutdown` is cancelled or every sender of its commands is gone, then kicks
     /// every player with `Kicked { reason: Shutdown }` and hands their positions
     /// to the flusher before returning.
     #[must_use]
