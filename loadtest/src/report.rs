@@ -96,7 +96,8 @@ pub struct Report {
     /// reads both ends off the wall clock, so it holds on one host or with
     /// synchronized clocks; the server's whole milliseconds add up to 1 ms.
     pub staleness_ms: Latency,
-    /// `Update`s per connected bot per second.
+    /// `Update`s per bot per second of the steady state, each bot counted
+    /// for the time it was connected in it.
     pub updates_per_bot_per_s: f64,
     /// Frames received per second, all bots.
     pub frames_in_per_s: f64,

@@ -73,6 +73,52 @@ pub struct CounterValues {
     pub moves_out: u64,
 }
 
+impl CounterValues {
+    /// Bots connected and not disconnected.
+    #[must_use]
+    pub fn present(&self) -> u64 {
+        self.connected.saturating_sub(self.disconnects)
+    }
+}
+
+/// Bot-seconds of presence over the steady state: the bots present,
+/// integrated over time from samples of the counters. A rate per bot divides
+/// by it, so that a bot that joined or left during the steady state (late,
+/// from a ramp that fell behind) counts only for the time it was there.
+#[derive(Debug, Clone, Copy)]
+pub struct Presence {
+    /// The last sample: seconds since the start, bots present.
+    last: (f64, u64),
+    bot_seconds: f64,
+}
+
+impl Presence {
+    /// Start counting at second `at` with `present` bots.
+    #[must_use]
+    pub fn start(at: f64, present: u64) -> Self {
+        Self {
+            last: (at, present),
+            bot_seconds: 0.0,
+        }
+    }
+
+    /// `present` bots at second `at` (samples in order): the time since the
+    /// last sample counts at the mean of the two.
+    pub fn sample(&mut self, at: f64, present: u64) {
+        let (t, before) = self.last;
+        if at > t {
+            self.bot_seconds += (at - t) * (before + present) as f64 / 2.0;
+            self.last = (at, present);
+        }
+    }
+
+    /// The bot-seconds so far.
+    #[must_use]
+    pub fn bot_seconds(&self) -> f64 {
+        self.bot_seconds
+    }
+}
+
 impl Counters {
     /// Add one.
     pub fn inc(counter: &AtomicU64) {
@@ -145,5 +191,26 @@ impl Stats {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Same bounds everywhere, so adding cannot fail.
         let _ = h.add(other);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Presence;
+
+    #[test]
+    fn presence_counts_each_bot_for_the_time_it_was_there() {
+        // 100 bots throughout, and 100 more seen from second 6 of 10.
+        let mut presence = Presence::start(0.0, 100);
+        for second in 1..=10 {
+            let present = if second > 5 { 200 } else { 100 };
+            // Those seen first at a sample count half the interval before it.
+            presence.sample(f64::from(second), present);
+        }
+        let expected = 100.0 * 10.0 + 100.0 * 4.5;
+        assert!((presence.bot_seconds() - expected).abs() < 1e-9);
+        // A sample out of order adds nothing.
+        presence.sample(3.0, 1_000);
+        assert!((presence.bot_seconds() - expected).abs() < 1e-9);
     }
 }

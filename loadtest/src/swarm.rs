@@ -18,7 +18,7 @@ use crate::load::{self, Drivers};
 use crate::procstat::{self, Process, Sampler};
 use crate::report::{Latency, ProcessStats, Report};
 use crate::rush::Rush;
-use crate::stats::{unix_ms, CounterValues, Stats};
+use crate::stats::{unix_ms, CounterValues, Presence, Stats};
 use crate::walk::Walk;
 use crate::{tokens, LoadtestError, Options};
 
@@ -162,7 +162,7 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     }
 
     let progress = progress_bar(&options);
-    let mut samplers: Option<(Sampler, Sampler, CounterValues)> = None;
+    let mut samplers: Option<(Sampler, Sampler, CounterValues, Presence)> = None;
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     loop {
         every.tick().await;
@@ -173,15 +173,20 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
             "connected {}/{}  failed {}  corrections {}  errors {}  disconnects {}",
             c.connected, options.bots, c.failed, c.corrections, c.errors, c.disconnects
         ));
+        let since = now.saturating_duration_since(window.0).as_secs_f64();
+        if let Some((_, _, _, presence)) = &mut samplers {
+            presence.sample(since, c.present());
+        }
         if now >= window.1 {
             break;
         }
         match &mut samplers {
             None if now >= window.0 => {
                 let server = Sampler::start(server_pid.map_or(Process::Myself, Process::Pid));
-                samplers = Some((server, Sampler::start(Process::Myself), c));
+                let presence = Presence::start(since, c.present());
+                samplers = Some((server, Sampler::start(Process::Myself), c, presence));
             }
-            Some((server, me, _)) => {
+            Some((server, me, _, _)) => {
                 server.sample_memory();
                 me.sample_memory();
             }
@@ -190,15 +195,16 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
     }
     let end = shared.stats.counters.read();
     let seconds = options.duration;
-    let (server, me, start) = match samplers {
-        Some((server, me, start)) => (
+    let (server, me, start, bot_seconds) = match samplers {
+        Some((server, me, start, presence)) => (
             server_pid
                 .and(server.finish())
                 .map(|s| stats(server_pid, s)),
             me.finish().map(|s| stats(None, s)),
             start,
+            presence.bot_seconds(),
         ),
-        None => (None, None, CounterValues::default()),
+        None => (None, None, CounterValues::default(), 0.0),
     };
     progress.finish_and_clear();
 
@@ -231,7 +237,6 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         _ => None,
     };
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
-    let present = start.connected.saturating_sub(start.disconnects).max(1);
     let bad = end.failed + end.errors + end.disconnects;
     let error_rate = bad as f64 / options.bots as f64;
     let lock = |h: &std::sync::Mutex<_>| {
@@ -254,7 +259,11 @@ pub async fn run(options: Options) -> Result<Report, LoadtestError> {
         login_ms: Latency::from_us(&credentials.latency),
         move_ack_ms: lock(&shared.stats.move_ack),
         staleness_ms: lock(&shared.stats.staleness),
-        updates_per_bot_per_s: rate(end.updates_in, start.updates_in) / present as f64,
+        // Per bot present, for the time each was (see `Presence`): a bot
+        // that joined late in the steady state must not lift the average
+        // above the tick rate.
+        updates_per_bot_per_s: end.updates_in.saturating_sub(start.updates_in) as f64
+            / bot_seconds.max(1.0),
         frames_in_per_s: rate(end.frames_in, start.frames_in),
         bytes_in_per_s: rate(end.bytes_in, start.bytes_in),
         bytes_out_per_s: rate(end.bytes_out, start.bytes_out),
