@@ -48,8 +48,17 @@ async fn a_shard_alone_lists_itself_in_api_shards() {
     let _player = server
         .guest_player("arena", offset(CENTER, 0.0, -100.0), Encoding::Bincode)
         .await;
-    let (status, body) = server.ops_get("/api/shards").await;
-    assert_eq!(status, 200, "{body}");
+    // The count is the latest snapshot's, and the `Welcome` goes out during
+    // the tick that publishes it: the answer may be a tick behind the join.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let body = loop {
+        let (status, body) = server.ops_get("/api/shards").await;
+        assert_eq!(status, 200, "{body}");
+        if body["shards"][0]["players"] == 1 || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let shards = body["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 1, "{body}");
     assert_eq!(shards[0]["shard_id"], "shard-1");
